@@ -1,0 +1,51 @@
+# tfsmount: make demo runs the example, make test runs every test.
+# Both work on a fresh Debian machine as root (make setup installs what they need).
+
+GO      ?= go
+BIN     := bin/tfsmount
+# Packages whose concurrency the race detector must see (tfsdebug: page
+# buffers come from Go memory so the detector can check them).
+RACE_PKGS := ./bh/... ./irq/... ./heap/... ./blockdev/... ./pagecache/...
+
+.PHONY: all build setup demo test unit race e2e vet bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/tfsmount
+
+# Debian packages the tests and the demo use: FUSE's mount helper, fio for
+# benchmarks and fio-driven tests, xfs_io and attr tools for e2e checks.
+setup:
+	@missing=""; \
+	for c in fusermount3:fuse3 fio:fio xfs_io:xfsprogs getfattr:attr; do \
+		command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+demo: setup build
+	bash scripts/demo.sh
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+unit:
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v /tests)
+
+race:
+	$(GO) test -count=1 -race -tags tfsdebug -timeout 20m $(RACE_PKGS)
+
+e2e: build
+	TFSMOUNT_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m ./tests/...
+
+test: setup vet unit race e2e
+
+bench: setup build
+	bash scripts/bench.sh
+
+clean:
+	rm -rf bin

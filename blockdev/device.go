@@ -1,0 +1,118 @@
+// Package blockdev owns the block layer: a Device takes asynchronous read,
+// write, flush and discard requests and delivers every completion through
+// the bhqueue, never inline. Backends: io_uring (default), a pool of
+// pread/pwrite threads (fallback), memory (tests), fault injection (tests)
+// and a slice of another device (a partition).
+package blockdev
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/tfsmount/tfsmount/bh"
+)
+
+// Op is what a Request asks the device to do.
+type Op uint8
+
+const (
+	OpRead    Op = iota // read into Bufs at Off
+	OpWrite             // write Bufs at Off
+	OpFlush             // make completed writes durable (data sync)
+	OpDiscard           // the range [Off, Off+Length) no longer holds data
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpRead:
+		return "read"
+	case OpWrite:
+		return "write"
+	case OpFlush:
+		return "flush"
+	case OpDiscard:
+		return "discard"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Request is one asynchronous device operation.
+//
+// Ownership: from Submit until Done runs, the request and its buffers belong
+// to the device; the caller must not touch them. Done is called exactly once,
+// on a bh worker, with the number of bytes transferred (reads and writes) and
+// nil, or with an error. A read or write that transfers fewer bytes than asked
+// is retried by the device; a short count in Done means the device ended.
+type Request struct {
+	Op     Op
+	Off    int64    // byte offset from the start of the device
+	Bufs   [][]byte // scatter-gather buffers for reads and writes
+	Length int64    // byte length, for discard only
+	Done   func(n int64, err error)
+}
+
+// Len is the number of bytes a read or write request covers.
+func (r *Request) Len() int64 {
+	var n int64
+	for _, b := range r.Bufs {
+		n += int64(len(b))
+	}
+	return n
+}
+
+// Device is an asynchronous block device.
+type Device interface {
+	// Submit queues r. It may block the caller for back-pressure when the
+	// device is saturated, so bh workers and the reaper must not call it
+	// while holding locks a completion needs.
+	Submit(r *Request)
+	// Size is the device size in bytes.
+	Size() int64
+	// SectorSize is the logical sector size in bytes.
+	SectorSize() int
+	// ReadOnly reports whether writes are refused.
+	ReadOnly() bool
+	// Close waits for outstanding requests and releases the device.
+	Close() error
+}
+
+// ErrReadOnly is returned for writes to a read-only device.
+var ErrReadOnly = errors.New("device is read-only")
+
+// ErrOutOfRange is returned for requests beyond the end of the device.
+var ErrOutOfRange = errors.New("request beyond end of device")
+
+// Check validates r against a device of the given size and read-only
+// state. Backends call it before doing anything.
+func Check(r *Request, size int64, readOnly bool) error {
+	switch r.Op {
+	case OpRead, OpWrite:
+		if r.Op == OpWrite && readOnly {
+			return ErrReadOnly
+		}
+		if r.Off < 0 || r.Off+r.Len() > size {
+			return fmt.Errorf("%s of %d bytes at %d on a %d-byte device: %w", r.Op, r.Len(), r.Off, size, ErrOutOfRange)
+		}
+	case OpDiscard:
+		if readOnly {
+			return ErrReadOnly
+		}
+		if r.Off < 0 || r.Length < 0 || r.Off+r.Length > size {
+			return fmt.Errorf("discard of %d bytes at %d on a %d-byte device: %w", r.Length, r.Off, size, ErrOutOfRange)
+		}
+	case OpFlush:
+		if readOnly {
+			return nil
+		}
+	default:
+		return fmt.Errorf("unknown operation %d", r.Op)
+	}
+	return nil
+}
+
+// complete posts r's completion to q. Every backend ends requests here, so
+// Done never runs inline in the submitter's context.
+func complete(q *bh.Queue, r *Request, n int64, err error) {
+	done := r.Done
+	q.PostFunc(func() { done(n, err) })
+}
