@@ -100,3 +100,44 @@ type MkfsOptions struct {
 func Mkfs(dev blockdev.Device, q *bh.Queue, opts MkfsOptions) error {
 	return syscall.ENOSYS
 }
+
+// The FS type and its methods live in the other files of this package. The
+// contract, which the FUSE layer (tfs/fusefs) and the CLI rely on:
+//
+//	func Mount(dev blockdev.Device, opts Options) (*FS, error)
+//	    Finds the volume (raw, or MBR root/boot/offset), replays the log,
+//	    derives free space. Read-only if opts.ReadOnly or dev.ReadOnly().
+//	func (fs *FS) Close() error            // write back everything, flush log and device
+//	func (fs *FS) Sync() error             // syncfs: data, then log, then device flush
+//	func (fs *FS) Label() string
+//	func (fs *FS) UUID() [16]byte
+//	func (fs *FS) StatFS() StatFS
+//	func (fs *FS) Root() *Node             // *Node is stable for the mount; hard links share one
+//	func (fs *FS) Lookup(dir *Node, name string) (*Node, error)
+//	func (fs *FS) ReadDir(dir *Node) ([]DirEntry, error)       // sorted by name
+//	func (fs *FS) Getattr(n *Node) Attr
+//	func (fs *FS) Create(dir *Node, name string, excl bool) (*Node, error) // !excl: open existing file
+//	func (fs *FS) Mkdir(dir *Node, name string) (*Node, error)
+//	func (fs *FS) Symlink(dir *Node, name, target string) (*Node, error)
+//	func (fs *FS) Mksock(dir *Node, name string) (*Node, error)
+//	func (fs *FS) Link(n, dir *Node, name string) error
+//	func (fs *FS) Unlink(dir *Node, name string) error
+//	func (fs *FS) Rmdir(dir *Node, name string) error
+//	func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags RenameFlags) error
+//	func (fs *FS) Readlink(n *Node) (string, error)
+//	func (fs *FS) Open(n *Node)            // an open file keeps its data after unlink ...
+//	func (fs *FS) Release(n *Node)         // ... until its last Release
+//	func (fs *FS) Read(n *Node, p []byte, off int64) (int, error)   // short only at EOF
+//	func (fs *FS) Write(n *Node, p []byte, off int64) (int, error)  // extends the file
+//	func (fs *FS) Truncate(n *Node, size int64) error
+//	func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error
+//	func (fs *FS) Seek(n *Node, off int64, whence int) (int64, error) // SEEK_DATA / SEEK_HOLE
+//	func (fs *FS) SetTimes(n *Node, atime, mtime *time.Time) error   // nil: leave unchanged
+//	func (fs *FS) GetXattr(n *Node, name string) ([]byte, error)      // ENODATA if absent
+//	func (fs *FS) SetXattr(n *Node, name string, value []byte, flags int) error // XATTR_CREATE/REPLACE
+//	func (fs *FS) ListXattr(n *Node) ([]string, error)
+//	func (fs *FS) RemoveXattr(n *Node, name string) error
+//	func (fs *FS) Fsync(n *Node, dataOnly bool) error
+//	func (fs *FS) Compact() error          // rebuild the log now
+//	func Fsck(dev blockdev.Device, opts Options) (*FsckReport, error) // report lists every problem
+//	func (fs *FS) Resolve(path string) (*Node, error) // absolute guest path, no symlink following
