@@ -1,0 +1,336 @@
+package tests
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"os"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// modelFS is the in-memory truth the random-operation test checks the mount
+// against: names map to inodes, inodes hold contents, and open descriptors
+// refer to inodes (so an unlinked or renamed file keeps its data for them).
+type modelFS struct {
+	names map[string]int    // name in the root dir -> inode
+	data  map[int][]byte    // inode -> content
+	fds   map[int]int       // real fd -> inode
+	ino   int               // last inode number handed out
+	paths map[string]string // name -> full path on the mount
+}
+
+const (
+	modelFiles   = 6       // names f0..f5
+	modelMaxOff  = 1 << 20 // writes start below this
+	modelMaxLen  = 96 << 10
+	modelMaxOpen = 8
+)
+
+// TestRandomOpsModel runs several thousand seeded random operations on the
+// mount (io=uring and io=sync) and checks each result against modelFS.
+// TFS_MODEL_SEED replays a run; the seed is printed on failure.
+func TestRandomOpsModel(t *testing.T) {
+	for _, io := range []string{"uring", "sync"} {
+		t.Run("io="+io, func(t *testing.T) {
+			seed := time.Now().UnixNano()
+			if s := os.Getenv("TFS_MODEL_SEED"); s != "" {
+				seed, _ = strconv.ParseInt(s, 10, 64)
+			}
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("replay with TFS_MODEL_SEED=%d", seed)
+				}
+			})
+			m := freshMount(t, "128M", "io="+io)
+			m = runModel(t, m, seed, 4000)
+			m.finish()
+		})
+	}
+}
+
+// runModel runs nops operations, checks the whole tree against the model,
+// remounts, checks again and returns the new mount.
+func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
+	r := rand.New(rand.NewSource(seed))
+	md := &modelFS{names: map[string]int{}, data: map[int][]byte{}, fds: map[int]int{}, paths: map[string]string{}}
+	for i := 0; i < modelFiles; i++ {
+		name := fmt.Sprintf("f%d", i)
+		md.paths[name] = m.Path(name)
+	}
+	failures := 0
+	fail := func(op int, format string, args ...any) {
+		t.Helper()
+		failures++
+		t.Errorf("seed %d op %d: %s", seed, op, fmt.Sprintf(format, args...))
+		if failures > 10 {
+			t.Fatalf("seed %d: too many mismatches, stopping", seed)
+		}
+	}
+	anyFd := func() (int, bool) {
+		if len(md.fds) == 0 {
+			return 0, false
+		}
+		// Map order is random per process; pick by sorted index for replay.
+		keys := make([]int, 0, len(md.fds))
+		for fd := range md.fds {
+			keys = append(keys, fd)
+		}
+		sort.Ints(keys)
+		return keys[r.Intn(len(keys))], true
+	}
+	name := func() string { return fmt.Sprintf("f%d", r.Intn(modelFiles)) }
+	for op := 0; op < nops; op++ {
+		switch k := r.Intn(100); {
+		case k < 12: // open, creating if absent
+			if len(md.fds) >= modelMaxOpen {
+				continue
+			}
+			n := name()
+			fd, err := unix.Open(md.paths[n], unix.O_RDWR|unix.O_CREAT, 0o644)
+			if err != nil {
+				fail(op, "open %s: %v", n, err)
+				continue
+			}
+			ino, ok := md.names[n]
+			if !ok {
+				md.ino++
+				ino = md.ino
+				md.names[n] = ino
+				md.data[ino] = nil
+			}
+			md.fds[fd] = ino
+		case k < 18: // close
+			if fd, ok := anyFd(); ok {
+				if err := unix.Close(fd); err != nil {
+					fail(op, "close: %v", err)
+				}
+				delete(md.fds, fd)
+			}
+		case k < 40: // pwrite
+			fd, ok := anyFd()
+			if !ok {
+				continue
+			}
+			off := int64(r.Intn(modelMaxOff))
+			if r.Intn(3) == 0 {
+				off &^= 4095
+			}
+			buf := make([]byte, 1+r.Intn(modelMaxLen))
+			r.Read(buf)
+			n, err := unix.Pwrite(fd, buf, off)
+			if err != nil || n != len(buf) {
+				fail(op, "pwrite %d at %d: %d, %v", len(buf), off, n, err)
+				continue
+			}
+			ino := md.fds[fd]
+			md.data[ino] = writeAt(md.data[ino], buf, off)
+		case k < 60: // pread, checked
+			fd, ok := anyFd()
+			if !ok {
+				continue
+			}
+			content := md.data[md.fds[fd]]
+			off := int64(r.Intn(len(content) + 4096))
+			buf := make([]byte, 1+r.Intn(modelMaxLen))
+			n, err := unix.Pread(fd, buf, off)
+			if err != nil {
+				fail(op, "pread %d at %d: %v", len(buf), off, err)
+				continue
+			}
+			want := []byte{}
+			if off < int64(len(content)) {
+				want = content[off:min(int64(len(content)), off+int64(len(buf)))]
+			}
+			if !bytes.Equal(buf[:n], want) {
+				fail(op, "pread %d at %d (size %d): got %d bytes, want %d, first difference at %d",
+					len(buf), off, len(content), n, len(want), firstDiff(buf[:n], want))
+			}
+		case k < 67: // ftruncate
+			fd, ok := anyFd()
+			if !ok {
+				continue
+			}
+			size := int64(r.Intn(modelMaxOff + modelMaxLen))
+			if r.Intn(3) == 0 {
+				size = 0
+			}
+			if err := unix.Ftruncate(fd, size); err != nil {
+				fail(op, "ftruncate %d: %v", size, err)
+				continue
+			}
+			ino := md.fds[fd]
+			md.data[ino] = resize(md.data[ino], size)
+		case k < 73: // fallocate: punch hole or keep-size preallocation
+			fd, ok := anyFd()
+			if !ok {
+				continue
+			}
+			ino := md.fds[fd]
+			off := int64(r.Intn(modelMaxOff))
+			length := int64(1 + r.Intn(256<<10))
+			mode := uint32(unix.FALLOC_FL_KEEP_SIZE)
+			if r.Intn(2) == 0 {
+				mode |= unix.FALLOC_FL_PUNCH_HOLE
+			}
+			if err := unix.Fallocate(fd, mode, off, length); err != nil {
+				fail(op, "fallocate mode %#x %d+%d: %v", mode, off, length, err)
+				continue
+			}
+			if mode&unix.FALLOC_FL_PUNCH_HOLE != 0 {
+				d := md.data[ino]
+				for i := off; i < off+length && i < int64(len(d)); i++ {
+					d[i] = 0
+				}
+			}
+		case k < 80: // rename (plain, may replace)
+			a, b := name(), name()
+			err := unix.Rename(md.paths[a], md.paths[b])
+			ino, ok := md.names[a]
+			switch {
+			case !ok:
+				if errnoOf(err) != unix.ENOENT {
+					fail(op, "rename of missing %s -> %s: %v, want ENOENT", a, b, err)
+				}
+			case err != nil:
+				fail(op, "rename %s -> %s: %v", a, b, err)
+			case a != b:
+				md.dropName(b)
+				delete(md.names, a)
+				md.names[b] = ino
+			}
+		case k < 85: // unlink
+			n := name()
+			err := unix.Unlink(md.paths[n])
+			if _, ok := md.names[n]; !ok {
+				if errnoOf(err) != unix.ENOENT {
+					fail(op, "unlink of missing %s: %v, want ENOENT", n, err)
+				}
+			} else if err != nil {
+				fail(op, "unlink %s: %v", n, err)
+			} else {
+				md.dropName(n)
+			}
+		case k < 92: // write and read through a shared mapping
+			fd, ok := anyFd()
+			if !ok {
+				continue
+			}
+			ino := md.fds[fd]
+			size := len(md.data[ino])
+			if size == 0 {
+				continue
+			}
+			mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+			if err != nil {
+				fail(op, "mmap %d bytes: %v", size, err)
+				continue
+			}
+			if !bytes.Equal(mem, md.data[ino]) {
+				fail(op, "mmap of %d bytes shows different content (first difference at %d)", size, firstDiff(mem, md.data[ino]))
+			}
+			off := r.Intn(size)
+			patch := make([]byte, min(size-off, 1+r.Intn(8192)))
+			r.Read(patch)
+			copy(mem[off:], patch)
+			copy(md.data[ino][off:], patch)
+			if err := unix.Msync(mem, unix.MS_SYNC); err != nil {
+				fail(op, "msync: %v", err)
+			}
+			unix.Munmap(mem)
+		case k < 96: // stat size
+			n := name()
+			var st unix.Stat_t
+			err := unix.Stat(md.paths[n], &st)
+			ino, ok := md.names[n]
+			if !ok {
+				if errnoOf(err) != unix.ENOENT {
+					fail(op, "stat of missing %s: %v", n, err)
+				}
+			} else if err != nil || st.Size != int64(len(md.data[ino])) {
+				fail(op, "stat %s: size %d, %v; want %d", n, st.Size, err, len(md.data[ino]))
+			}
+		default: // fsync or fdatasync
+			if fd, ok := anyFd(); ok {
+				var err error
+				if r.Intn(2) == 0 {
+					err = unix.Fsync(fd)
+				} else {
+					err = unix.Fdatasync(fd)
+				}
+				if err != nil {
+					fail(op, "fsync: %v", err)
+				}
+			}
+		}
+	}
+	for fd := range md.fds {
+		unix.Close(fd)
+	}
+	md.fds = map[int]int{}
+	md.checkAll(t, m, seed, "after the run")
+	m2 := m.remount()
+	for n := range md.paths {
+		md.paths[n] = m2.Path(n)
+	}
+	md.checkAll(t, m2, seed, "after remount")
+	return m2
+}
+
+// dropName removes a name; the inode's data stays only while an fd has it.
+func (md *modelFS) dropName(n string) {
+	ino, ok := md.names[n]
+	if !ok {
+		return
+	}
+	delete(md.names, n)
+	for _, i := range md.fds {
+		if i == ino {
+			return
+		}
+	}
+	delete(md.data, ino)
+}
+
+// checkAll compares every name's existence and full content with the model.
+func (md *modelFS) checkAll(t *testing.T, m *mount, seed int64, when string) {
+	t.Helper()
+	for n, p := range md.paths {
+		got, err := os.ReadFile(p)
+		ino, ok := md.names[n]
+		if !ok {
+			if !os.IsNotExist(err) {
+				t.Errorf("seed %d %s: %s exists (%v) but the model has no such name", seed, when, n, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("seed %d %s: read %s: %v", seed, when, n, err)
+			continue
+		}
+		if want := md.data[ino]; !bytes.Equal(got, want) {
+			t.Errorf("seed %d %s: %s has %d bytes, model %d, first difference at %d", seed, when, n, len(got), len(want), firstDiff(got, want))
+		}
+	}
+}
+
+func writeAt(d, p []byte, off int64) []byte {
+	if end := off + int64(len(p)); end > int64(len(d)) {
+		d = resize(d, end)
+	}
+	copy(d[off:], p)
+	return d
+}
+
+func resize(d []byte, size int64) []byte {
+	if size <= int64(len(d)) {
+		return d[:size:size]
+	}
+	n := make([]byte, size)
+	copy(n, d)
+	return n
+}

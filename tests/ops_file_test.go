@@ -1,0 +1,444 @@
+package tests
+
+import (
+	"bytes"
+	"math/rand"
+	"os"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// freshMount makes an empty image of the given size and mounts it read-write.
+func freshMount(t *testing.T, size string, opts ...string) *mount {
+	t.Helper()
+	return mountImage(t, newImage(t, size), append([]string{"rw"}, opts...)...)
+}
+
+func mustWriteFile(t *testing.T, p string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatalf("write %s: %v", p, err)
+	}
+}
+
+func mustReadFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("read %s: %v", p, err)
+	}
+	return b
+}
+
+func wantContent(t *testing.T, p string, want []byte) {
+	t.Helper()
+	got := mustReadFile(t, p)
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s: content differs: got %d bytes, want %d (first difference at %d)", p, len(got), len(want), firstDiff(got, want))
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
+}
+
+func randBytes(seed int64, n int) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	return b
+}
+
+func TestCreateExclTruncAppend(t *testing.T) {
+	m := freshMount(t, "64M")
+	p := m.Path("f")
+	fd, err := unix.Open(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatalf("O_CREAT|O_EXCL on a new name: %v", err)
+	}
+	if _, err := unix.Write(fd, []byte("hello world")); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+	_, err = unix.Open(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+	wantErrno(t, "O_CREAT|O_EXCL on an existing file", err, unix.EEXIST)
+	if err := os.Mkdir(m.Path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err = unix.Open(m.Path("d"), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+	wantErrno(t, "O_CREAT|O_EXCL on a directory", err, unix.EEXIST)
+	_, err = unix.Open(m.Path("d"), unix.O_WRONLY, 0)
+	wantErrno(t, "open a directory for writing", err, unix.EISDIR)
+	_, err = unix.Open(m.Path("missing"), unix.O_RDONLY, 0)
+	wantErrno(t, "open a missing file", err, unix.ENOENT)
+	_, err = unix.Open(m.Path("f", "x"), unix.O_RDONLY, 0)
+	wantErrno(t, "a file used as a directory", err, unix.ENOTDIR)
+
+	// O_APPEND writes go to the end whatever the file offset.
+	fd, err = unix.Open(p, unix.O_WRONLY|unix.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Seek(fd, 0, 0)
+	if _, err := unix.Write(fd, []byte("!!")); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+	wantContent(t, p, []byte("hello world!!"))
+
+	// O_TRUNC empties the file.
+	fd, err = unix.Open(p, unix.O_WRONLY|unix.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	unix.Fstat(fd, &st)
+	if st.Size != 0 {
+		t.Errorf("size after O_TRUNC: %d", st.Size)
+	}
+	unix.Write(fd, []byte("new"))
+	unix.Close(fd)
+	wantContent(t, p, []byte("new"))
+
+	m = m.remount()
+	wantContent(t, m.Path("f"), []byte("new"))
+	m.finish()
+}
+
+func TestReadWriteOffsetsAndHoles(t *testing.T) {
+	m := freshMount(t, "64M")
+	p := m.Path("sparse")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 3<<20+123)
+	pieces := []struct {
+		off  int64
+		size int
+	}{{0, 100}, {4095, 2}, {70000, 5000}, {1 << 20, 4096}, {3 << 20, 123}, {2<<20 + 511, 513}}
+	for i, pc := range pieces {
+		data := randBytes(int64(i), pc.size)
+		if _, err := f.WriteAt(data, pc.off); err != nil {
+			t.Fatalf("pwrite %d at %d: %v", pc.size, pc.off, err)
+		}
+		copy(want[pc.off:], data)
+	}
+	// Unaligned reads across piece and hole boundaries.
+	for _, r := range []struct{ off, n int64 }{{0, 8192}, {4090, 20}, {69999, 5010}, {1<<20 - 7, 4200}, {3 << 20, 200}, {100, 1 << 20}} {
+		buf := make([]byte, r.n)
+		n, err := f.ReadAt(buf, r.off)
+		end := min(r.off+r.n, int64(len(want)))
+		if int64(n) != end-r.off {
+			t.Errorf("pread %d at %d: %d bytes, err %v", r.n, r.off, n, err)
+			continue
+		}
+		if !bytes.Equal(buf[:n], want[r.off:end]) {
+			t.Errorf("pread %d at %d: wrong data (first difference at %d)", r.n, r.off, firstDiff(buf[:n], want[r.off:end]))
+		}
+	}
+	// A read at or past EOF returns 0 bytes.
+	if n, _ := f.ReadAt(make([]byte, 10), int64(len(want))+10); n != 0 {
+		t.Errorf("read past EOF returned %d bytes", n)
+	}
+	f.Close()
+	var st unix.Stat_t
+	unix.Stat(p, &st)
+	if st.Size != int64(len(want)) {
+		t.Errorf("size %d, want %d", st.Size, len(want))
+	}
+	if st.Blocks*512 >= int64(len(want)) {
+		t.Errorf("a sparse file of %d bytes has %d blocks allocated: holes were filled", len(want), st.Blocks)
+	}
+	wantContent(t, p, want)
+	m = m.remount()
+	wantContent(t, m.Path("sparse"), want)
+	m.finish()
+}
+
+func TestTruncate(t *testing.T) {
+	m := freshMount(t, "64M")
+	p := m.Path("t")
+	mustWriteFile(t, p, bytes.Repeat([]byte{0xAA}, 3*4096+100))
+	// Shrink into the middle of a page, then grow: the bytes past the cut
+	// must read as zeros, not as the old 0xAA.
+	if err := os.Truncate(p, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, 3*4096+100); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 3*4096+100)
+	for i := 0; i < 100; i++ {
+		want[i] = 0xAA
+	}
+	wantContent(t, p, want)
+	// ftruncate on an open fd, growing far past the end.
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(10 << 20); err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("tail"), 10<<20-4)
+	f.Close()
+	want = append(want, make([]byte, 10<<20-len(want))...)
+	copy(want[10<<20-4:], "tail")
+	wantContent(t, p, want)
+	if err := os.Truncate(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, 5000); err != nil {
+		t.Fatal(err)
+	}
+	wantContent(t, p, make([]byte, 5000))
+	err = os.Truncate(m.Path("nope"), 10)
+	wantErrno(t, "truncate a missing file", err, unix.ENOENT)
+	m = m.remount()
+	wantContent(t, m.Path("t"), make([]byte, 5000))
+	m.finish()
+}
+
+func TestFallocate(t *testing.T) {
+	m := freshMount(t, "64M")
+	p := m.Path("fa")
+	data := randBytes(7, 64<<10)
+	mustWriteFile(t, p, data)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	// Keep-size preallocation past EOF leaves the size alone.
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 64<<10, 1<<20); err != nil {
+		t.Errorf("fallocate KEEP_SIZE: %v", err)
+	}
+	var st unix.Stat_t
+	unix.Fstat(fd, &st)
+	if st.Size != 64<<10 {
+		t.Errorf("size after KEEP_SIZE fallocate: %d", st.Size)
+	}
+	// Punching a hole zeroes the range and keeps the size.
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 8192, 16384); err != nil {
+		t.Errorf("fallocate PUNCH_HOLE: %v", err)
+	}
+	want := append([]byte(nil), data...)
+	clear(want[8192 : 8192+16384])
+	// An unaligned punch zeroes exactly its bytes.
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 40000, 1000); err != nil {
+		t.Errorf("fallocate PUNCH_HOLE unaligned: %v", err)
+	}
+	clear(want[40000:41000])
+	wantContent(t, p, want)
+	unix.Fstat(fd, &st)
+	if st.Size != 64<<10 {
+		t.Errorf("size after punch: %d", st.Size)
+	}
+	// Plain mode 0 allocates and extends the size.
+	if err := unix.Fallocate(fd, 0, 64<<10, 4096); err != nil {
+		t.Errorf("fallocate mode 0: %v", err)
+	} else {
+		unix.Fstat(fd, &st)
+		if st.Size != 64<<10+4096 {
+			t.Errorf("size after fallocate mode 0: %d, want %d", st.Size, 64<<10+4096)
+		}
+		want = append(want, make([]byte, 4096)...)
+	}
+	for _, mode := range []struct {
+		name string
+		m    uint32
+	}{{"ZERO_RANGE", unix.FALLOC_FL_ZERO_RANGE}, {"COLLAPSE_RANGE", unix.FALLOC_FL_COLLAPSE_RANGE},
+		{"INSERT_RANGE", unix.FALLOC_FL_INSERT_RANGE}, {"UNSHARE_RANGE", unix.FALLOC_FL_UNSHARE_RANGE}} {
+		err := unix.Fallocate(fd, mode.m, 0, 4096)
+		wantErrno(t, "fallocate "+mode.name, err, unix.EOPNOTSUPP)
+	}
+	f.Close()
+	wantContent(t, p, want)
+	m = m.remount()
+	wantContent(t, m.Path("fa"), want)
+	m.finish()
+}
+
+func TestSeekDataHole(t *testing.T) {
+	m := freshMount(t, "64M")
+	p := m.Path("s")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteAt(bytes.Repeat([]byte{1}, 4096), 0)
+	f.WriteAt(bytes.Repeat([]byte{2}, 4096), 1<<20)
+	f.Truncate(2 << 20)
+	f.Sync()
+	fd := int(f.Fd())
+	hole, err := unix.Seek(fd, 0, unix.SEEK_HOLE)
+	if err != nil || hole < 4096 || hole >= 1<<20 {
+		t.Errorf("SEEK_HOLE from 0 = %d, %v; want in [4096, 1MiB)", hole, err)
+	}
+	data, err := unix.Seek(fd, 4096, unix.SEEK_DATA)
+	if err != nil || data < hole || data > 1<<20 {
+		t.Errorf("SEEK_DATA from 4096 = %d, %v; want in [%d, 1MiB]", data, err, hole)
+	}
+	hole2, err := unix.Seek(fd, 1<<20, unix.SEEK_HOLE)
+	if err != nil || hole2 < 1<<20+4096 || hole2 > 2<<20 {
+		t.Errorf("SEEK_HOLE from 1MiB = %d, %v; want in [1MiB+4096, 2MiB]", hole2, err)
+	}
+	_, err = unix.Seek(fd, 1<<20+8192, unix.SEEK_DATA)
+	if hole2 < 1<<20+8192 {
+		wantErrno(t, "SEEK_DATA in the trailing hole", err, unix.ENXIO)
+	}
+	_, err = unix.Seek(fd, 3<<20, unix.SEEK_DATA)
+	wantErrno(t, "SEEK_DATA past EOF", err, unix.ENXIO)
+	f.Close()
+	m.finish()
+}
+
+func TestStatfsFreeSpace(t *testing.T) {
+	m := freshMount(t, "64M")
+	var before, after unix.Statfs_t
+	if err := unix.Statfs(m.Dir, &before); err != nil {
+		t.Fatal(err)
+	}
+	if before.Blocks == 0 || before.Bfree == 0 || before.Bfree > before.Blocks {
+		t.Fatalf("statfs of an empty 64M volume: blocks %d free %d", before.Blocks, before.Bfree)
+	}
+	if total := before.Blocks * uint64(before.Bsize); total < 60<<20 || total > 64<<20 {
+		t.Errorf("statfs size %d bytes for a 64 MiB image", total)
+	}
+	if before.Namelen != 255 {
+		t.Errorf("statfs namelen %d, want 255", before.Namelen)
+	}
+	f, err := os.Create(m.Path("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(randBytes(1, 8<<20))
+	f.Sync()
+	f.Close()
+	unix.Statfs(m.Dir, &after)
+	used := int64(before.Bfree-after.Bfree) * after.Bsize
+	if used < 8<<20 || used > 9<<20 {
+		t.Errorf("free space went down by %d bytes after writing 8 MiB", used)
+	}
+	os.Remove(m.Path("big"))
+	var back unix.Statfs_t
+	unix.Statfs(m.Dir, &back)
+	if back.Bfree < after.Bfree+(7<<20)/uint64(back.Bsize) {
+		t.Errorf("free space did not come back after unlink: %d -> %d blocks", after.Bfree, back.Bfree)
+	}
+	m.finish()
+}
+
+func TestMmapSharedWrite(t *testing.T) {
+	m := freshMount(t, "64M")
+	p := m.Path("mm")
+	const size = 5*4096 + 17
+	orig := randBytes(3, size)
+	mustWriteFile(t, p, orig)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap shared writable: %v", err)
+	}
+	if !bytes.Equal(mem, orig) {
+		t.Errorf("mmap shows different content than was written")
+	}
+	want := append([]byte(nil), orig...)
+	for _, off := range []int{0, 4095, 8192, size - 1} {
+		mem[off] ^= 0xFF
+		want[off] ^= 0xFF
+	}
+	copy(mem[12000:], "written through mmap")
+	copy(want[12000:], "written through mmap")
+	if err := unix.Msync(mem, unix.MS_SYNC); err != nil {
+		t.Errorf("msync: %v", err)
+	}
+	unix.Munmap(mem)
+	f.Close()
+	wantContent(t, p, want)
+	m = m.remount()
+	wantContent(t, m.Path("mm"), want)
+	m.finish()
+}
+
+func TestFsyncFdatasync(t *testing.T) {
+	m := freshMount(t, "64M")
+	f, err := os.Create(m.Path("durable"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(11, 300000)
+	f.Write(data)
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		t.Errorf("fdatasync: %v", err)
+	}
+	f.WriteAt([]byte("more"), 10)
+	copy(data[10:], "more")
+	if err := f.Sync(); err != nil {
+		t.Errorf("fsync: %v", err)
+	}
+	f.Close()
+	d, err := os.Open(m.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sync(); err != nil {
+		t.Errorf("fsync of a directory: %v", err)
+	}
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		t.Errorf("syncfs: %v", err)
+	}
+	d.Close()
+	wantContent(t, m.Path("durable"), data)
+	m = m.remount()
+	wantContent(t, m.Path("durable"), data)
+	m.finish()
+}
+
+// TestFsyncSurvivesKill: what was fsynced is on the image even when the
+// daemon is killed without unmounting, and the image is consistent.
+func TestFsyncSurvivesKill(t *testing.T) {
+	m := freshMount(t, "64M")
+	data := randBytes(12, 1<<20+77)
+	f, err := os.Create(m.Path("synced"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(data)
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	os.Mkdir(m.Path("dir"), 0o755)
+	dd, _ := os.Open(m.Dir)
+	if err := dd.Sync(); err != nil {
+		t.Errorf("fsync dir: %v", err)
+	}
+	dd.Close()
+	syscall.Kill(m.Pid(), syscall.SIGKILL)
+	m.waitExit(false)
+	lazyUnmount(m.Dir)
+	m.mounted = false
+	requireFsckClean(t, m.Image)
+	m2 := mountImage(t, m.Image, "rw")
+	wantContent(t, m2.Path("synced"), data)
+	if st, err := os.Stat(m2.Path("dir")); err != nil || !st.IsDir() {
+		t.Errorf("fsynced directory lost after kill: %v", err)
+	}
+	m2.finish()
+}
