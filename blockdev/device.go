@@ -49,6 +49,19 @@ type Request struct {
 	Bufs   [][]byte // scatter-gather buffers for reads and writes
 	Length int64    // byte length, for discard only
 	Done   func(n int64, err error)
+
+	// Completion bookkeeping for backends that split a request into parts
+	// completed in interrupt context (io_uring): the reaper updates these
+	// with atomics only, and the part that brings parts to zero posts the
+	// request itself (as a preallocated bh.Item) to the queue.
+	// Plain fields used through sync/atomic functions, so that Request
+	// stays copyable before submission.
+	parts int32      // parts still in flight, plus one while submitting
+	moved int64      // bytes transferred by finished parts
+	fail  int32      // first failure: errno > 0, or one of the fail* codes
+	start int64      // submission time (monotonic ns) for latency stats
+	stats *Stats     // where the outcome is counted, nil for none
+	owner *imageFile // names the image in errors built at completion
 }
 
 // Len is the number of bytes a read or write request covers.

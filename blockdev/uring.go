@@ -1,0 +1,448 @@
+package blockdev
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tfsmount/tfsmount/bh"
+	"github.com/tfsmount/tfsmount/heap"
+	"github.com/tfsmount/tfsmount/irq"
+)
+
+// uringDev is the io_uring backend.
+//
+// A request is cut into parts, one SQE each: at most iovMax buffers per
+// READV/WRITEV, or one contiguous run inside a registered page-heap slab
+// for READ_FIXED/WRITE_FIXED. Each part takes a preallocated slot whose
+// index is the SQE's user_data; Submit blocks while every slot is busy
+// (back-pressure), so a request larger than the ring goes in as slots free.
+//
+// The reaper (an irq.Line) handles each CQE in interrupt context: on the
+// fast path (the part moved everything it asked for) it accounts the part
+// in the request with atomics, frees the slot and, for the last part, posts
+// the request itself to the bhqueue. Anything else (errors, short transfers,
+// EAGAIN) posts the slot to the bhqueue, where retry runs.
+//
+// Invariants: a slot is owned by exactly one of the free list, a submitter
+// filling it, the kernel, or the bh retry path; slots never exceed SQ
+// entries, and the CQ has twice as many entries, so neither ring overflows.
+type uringDev struct {
+	*imageFile
+	q     *bh.Queue
+	r     *ring
+	slots []slot
+	free  chan uint32 // indices of free slots
+	sqMu  sync.Mutex  // guards filling SQEs and advancing the SQ tail
+	line  *irq.Line
+	fixed *fixedBuffers // nil when no pool is registered
+	stats Stats
+	why   string
+
+	life   sync.RWMutex // Submit holds it shared; Close exclusively
+	closed bool
+}
+
+// wakeUserData marks the NOP that tells the reaper to stop.
+const wakeUserData = ^uint64(0)
+
+// Failure codes kept in Request.fail besides errnos.
+const (
+	failEOF    = -1 // a read or write moved nothing inside the device
+	failClosed = -2 // submitted after Close
+)
+
+// slot is the preallocated state of one SQE in flight. It is the bh.Item
+// posted on the slow path, so posting it allocates nothing.
+type slot struct {
+	dev   *uringDev
+	idx   uint32
+	armed atomic.Uint32 // 1 while the kernel owns the slot; orders the fields below between submitter and reaper
+	req   *Request
+	op    Op
+	fd    int
+	off   int64 // device offset of what is still to move
+	want  int64 // bytes still to move
+	got   int64 // bytes moved by earlier rounds of this part (short transfers)
+	iov   []unix.Iovec
+	bufs  [][]byte // the part's buffers, kept reachable until completion
+	fixed int      // registered buffer index, or -1
+	res   int32    // result of the last CQE
+}
+
+func newUringDev(f *imageFile, q *bh.Queue, pool *heap.PagePool, depth int) (*uringDev, error) {
+	r, err := setupRing(depth)
+	if err != nil {
+		return nil, err
+	}
+	n := int(r.params.sqEntries)
+	u := &uringDev{imageFile: f, q: q, r: r, slots: make([]slot, n), free: make(chan uint32, n)}
+	iovs := make([]unix.Iovec, n*iovMax)
+	for i := range u.slots {
+		s := &u.slots[i]
+		s.dev, s.idx, s.fixed = u, uint32(i), -1
+		s.iov = iovs[i*iovMax : (i+1)*iovMax : (i+1)*iovMax]
+		u.free <- uint32(i)
+	}
+	u.why = fmt.Sprintf("io_uring, %d slots, %s", n, r.setupHow)
+	if pool != nil {
+		fb, err := registerPool(r, pool)
+		if err != nil {
+			u.why += fmt.Sprintf(", page heap not registered (%v)", err)
+		} else {
+			u.fixed = fb
+			u.why += ", page heap registered for fixed-buffer I/O"
+		}
+	}
+	u.line = irq.Start("io_uring "+f.path, (*reaper)(u))
+	return u, nil
+}
+
+// Submit cuts r into parts and queues them, blocking while no slot is free.
+func (u *uringDev) Submit(r *Request) {
+	r.start, r.stats, r.owner = nowNs(), &u.stats, u.imageFile
+	r.parts, r.moved, r.fail = 1, 0, 0
+	u.life.RLock()
+	defer u.life.RUnlock()
+	if u.closed {
+		finishNow(u.q, r, 0, fmt.Errorf("%s %s: device closed", r.Op, u.path))
+		return
+	}
+	if err := Check(r, u.size, u.readOnly); err != nil {
+		finishNow(u.q, r, 0, err)
+		return
+	}
+	switch r.Op {
+	case OpRead, OpWrite:
+		u.submitTransfer(r)
+	case OpFlush:
+		if u.readOnly {
+			break
+		}
+		s := u.take(r)
+		s.op, s.fd = OpFlush, u.fd
+		u.queue(s, true)
+	case OpDiscard:
+		off, n, ok := u.discardRange(r.Off, r.Length)
+		if !ok {
+			break
+		}
+		s := u.take(r)
+		s.op, s.fd, s.off, s.want = OpDiscard, u.fd, off, n
+		u.queue(s, true)
+	}
+	u.dropPart(r)
+}
+
+// submitTransfer queues r's parts. SQEs are published as they are filled
+// and handed to the kernel in one io_uring_enter per batch: when the last
+// part is queued, or before blocking for a slot (the parts already queued
+// must reach the kernel, or no slot would ever come back).
+func (u *uringDev) submitTransfer(r *Request) {
+	bufs, off := r.Bufs, r.Off
+	for len(bufs) > 0 {
+		if len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+			continue
+		}
+		var s *slot
+		select {
+		case idx := <-u.free:
+			s = u.claim(idx, r)
+		default:
+			u.enterPending()
+			s = u.take(r)
+		}
+		s.op, s.off = r.Op, off
+		n := u.fixed.run(bufs)
+		if n > 0 {
+			s.fixed = u.fixed.index(bufs[0])
+		} else {
+			n = min(len(bufs), iovMax)
+		}
+		s.bufs = bufs[:n]
+		s.want = lenOf(s.bufs)
+		s.fd = u.fdFor(off, s.bufs)
+		bufs, off = bufs[n:], off+s.want
+		u.queue(s, len(bufs) == 0)
+	}
+}
+
+// take waits for a free slot and gives it to r.
+func (u *uringDev) take(r *Request) *slot { return u.claim(<-u.free, r) }
+
+func (u *uringDev) claim(idx uint32, r *Request) *slot {
+	s := &u.slots[idx]
+	s.req, s.got, s.fixed, s.bufs, s.want, s.off = r, 0, -1, nil, 0, 0
+	atomic.AddInt32(&r.parts, 1)
+	return s
+}
+
+// queue publishes s's SQE; submit also enters the kernel.
+func (u *uringDev) queue(s *slot, submit bool) {
+	u.sqMu.Lock()
+	defer u.sqMu.Unlock()
+	u.fillSQE(s)
+	if submit {
+		u.enterLocked()
+	}
+}
+
+func (u *uringDev) enterPending() {
+	u.sqMu.Lock()
+	u.enterLocked()
+	u.sqMu.Unlock()
+}
+
+// fillSQE writes s's SQE at the SQ tail and publishes it. REQUIRES: u.sqMu.
+func (u *uringDev) fillSQE(s *slot) {
+	tail := atomic.LoadUint32(u.r.sqTail)
+	e := &u.r.sqes[tail&u.r.sqMask]
+	*e = sqe{} // stale op flags from an earlier use are a classic bug
+	e.fd, e.userData = int32(s.fd), uint64(s.idx)
+	switch s.op {
+	case OpRead, OpWrite:
+		e.off = uint64(s.off)
+		if s.fixed >= 0 {
+			e.opcode = opReadFixed
+			if s.op == OpWrite {
+				e.opcode = opWriteFixed
+			}
+			e.addr = uint64(uintptr(unsafe.Pointer(&s.bufs[0][0])))
+			e.len = uint32(s.want)
+			e.bufIndex = uint16(s.fixed)
+		} else {
+			e.opcode = opReadv
+			if s.op == OpWrite {
+				e.opcode = opWritev
+			}
+			iov := s.iov[:0]
+			for _, b := range s.bufs {
+				if len(b) == 0 {
+					continue
+				}
+				v := unix.Iovec{Base: &b[0]}
+				v.SetLen(len(b))
+				iov = append(iov, v)
+			}
+			e.addr = uint64(uintptr(unsafe.Pointer(&iov[0])))
+			e.len = uint32(len(iov))
+		}
+	case OpFlush:
+		// DRAIN starts the fsync only after every SQE submitted before it
+		// has completed, so it covers the writes already in flight.
+		e.opcode, e.flags, e.opFlags = opFsync, sqeIODrain, fsyncDatasync
+	case OpDiscard:
+		e.opcode = opFallocate
+		e.off, e.addr = uint64(s.off), uint64(s.want)
+		e.len = unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE
+	case opWake:
+		e.opcode, e.userData = opNop, wakeUserData
+	}
+	if s.op != opWake {
+		s.armed.Store(1)
+	}
+	atomic.StoreUint32(u.r.sqTail, tail+1)
+}
+
+// opWake is the internal op of the stop NOP.
+const opWake Op = 255
+
+// enterLocked hands every published SQE to the kernel. The kernel may take
+// fewer than offered (EAGAIN/EBUSY when it is short of resources); the rest
+// stay in the ring and are offered again. REQUIRES: u.sqMu.
+func (u *uringDev) enterLocked() {
+	for backoff := time.Microsecond; ; {
+		n := u.r.unsubmitted()
+		if n == 0 {
+			return
+		}
+		_, err := u.r.enter(n, 0, 0)
+		switch err {
+		case nil, unix.EINTR:
+		case unix.EAGAIN, unix.EBUSY:
+			u.stats.retries.Add(1)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Millisecond)
+		default:
+			// The ring itself is broken (EBADF, EFAULT...): nothing we
+			// queued can complete, so do not pretend it will.
+			panic(fmt.Sprintf("blockdev: io_uring_enter on %s: %v", u.path, err))
+		}
+	}
+}
+
+// reaper is the device seen as an interrupt source.
+type reaper uringDev
+
+// Wait blocks until at least one CQE is ready.
+func (rp *reaper) Wait() error {
+	u := (*uringDev)(rp)
+	for {
+		if atomic.LoadUint32(u.r.cqHead) != atomic.LoadUint32(u.r.cqTail) {
+			return nil
+		}
+		_, err := u.r.enter(0, 1, enterGetEvents)
+		if err == nil || err == unix.EINTR || err == unix.EAGAIN || err == unix.EBUSY {
+			continue
+		}
+		return fmt.Errorf("io_uring_enter(GETEVENTS) on %s: %w", u.path, err)
+	}
+}
+
+// Handle drains the CQ in interrupt context.
+func (rp *reaper) Handle() (int, bool) {
+	u := (*uringDev)(rp)
+	head, tail := atomic.LoadUint32(u.r.cqHead), atomic.LoadUint32(u.r.cqTail)
+	n, stop := 0, false
+	for ; head != tail; head++ {
+		c := &u.r.cqes[head&u.r.cqMask]
+		if !u.onCQE(c.userData, c.res) {
+			stop = true
+		}
+		n++
+	}
+	atomic.StoreUint32(u.r.cqHead, head)
+	return n, stop
+}
+
+// onCQE is the interrupt handler for one completion: no allocation, no lock
+// but the bhqueue's (and the free list's channel), no callback. It reports
+// false for the stop NOP.
+func (u *uringDev) onCQE(userData uint64, res int32) bool {
+	if userData == wakeUserData {
+		return false
+	}
+	s := &u.slots[userData]
+	if s.armed.Swap(0) != 1 {
+		return true // not ours; cannot happen unless the kernel lies
+	}
+	s.res = res
+	switch {
+	case s.op == OpFlush && res >= 0,
+		s.op == OpDiscard && (res >= 0 || res == -int32(unix.EOPNOTSUPP)),
+		int64(res) == s.want:
+		r := s.req
+		moved := s.got
+		if s.op == OpRead || s.op == OpWrite {
+			moved += int64(res)
+		}
+		u.release(s)
+		atomic.AddInt64(&r.moved, moved)
+		u.dropPart(r)
+	default:
+		u.q.Post(s)
+	}
+	return true
+}
+
+// RunBH is the slow path of a completion, on a bh worker: retry what can be
+// retried, otherwise record the failure.
+func (s *slot) RunBH() {
+	u, r, res := s.dev, s.req, s.res
+	switch {
+	case res == -int32(unix.EINTR) || res == -int32(unix.EAGAIN):
+		u.stats.retries.Add(1)
+		u.queue(s, true)
+		return
+	case res > 0 && (s.op == OpRead || s.op == OpWrite) && int64(res) < s.want:
+		// Short transfer: move on past what was done and go again.
+		u.stats.retries.Add(1)
+		s.got += int64(res)
+		s.off += int64(res)
+		s.want -= int64(res)
+		if s.fixed < 0 {
+			s.bufs = advance(s.bufs, int(res))
+		} else {
+			s.bufs = [][]byte{s.bufs[0][res:]}
+		}
+		s.fd = u.fdFor(s.off, s.bufs)
+		u.queue(s, true)
+		return
+	case res >= 0:
+		// Zero bytes moved inside the device: the image shrank under us.
+		atomic.CompareAndSwapInt32(&r.fail, 0, failEOF)
+	default:
+		atomic.CompareAndSwapInt32(&r.fail, 0, -res)
+	}
+	got := s.got
+	u.release(s)
+	atomic.AddInt64(&r.moved, got)
+	u.dropPart(r)
+}
+
+// release returns s to the free list. The channel has room for every slot,
+// so this never blocks.
+func (u *uringDev) release(s *slot) {
+	s.req, s.bufs = nil, nil
+	u.free <- s.idx
+}
+
+// dropPart ends one part of r (or the submitter's own reference); the last
+// one counts the request and posts its completion.
+func (u *uringDev) dropPart(r *Request) {
+	if atomic.AddInt32(&r.parts, -1) != 0 {
+		return
+	}
+	n := atomic.LoadInt64(&r.moved)
+	r.stats.record(r.Op, n, atomic.LoadInt32(&r.fail) != 0, r.start)
+	u.q.Post((*requestDone)(r))
+}
+
+// requestDone is a Request seen as the bh.Item that delivers its Done.
+type requestDone Request
+
+func (rd *requestDone) RunBH() {
+	r := (*Request)(rd)
+	n := atomic.LoadInt64(&r.moved)
+	var err error
+	switch code := atomic.LoadInt32(&r.fail); {
+	case code == failEOF:
+		err = r.owner.opError(r.Op, r.Off, io.ErrUnexpectedEOF)
+	case code > 0:
+		err = r.owner.opError(r.Op, r.Off, unix.Errno(code))
+	}
+	r.Done(n, err)
+}
+
+func (u *uringDev) Size() int64          { return u.size }
+func (u *uringDev) SectorSize() int      { return u.sector }
+func (u *uringDev) ReadOnly() bool       { return u.readOnly }
+func (u *uringDev) Stats() StatsSnapshot { return u.stats.Snapshot() }
+
+func (u *uringDev) describe() string {
+	return u.why + ", " + u.kind() + " " + u.path + ", " + u.directWhy
+}
+
+// Close waits for every request in flight, stops the reaper and releases
+// the ring and the image.
+func (u *uringDev) Close() error {
+	u.life.Lock()
+	if u.closed {
+		u.life.Unlock()
+		return nil
+	}
+	u.closed = true
+	u.life.Unlock()
+	// Owning every slot means nothing is in flight.
+	for range u.slots {
+		<-u.free
+	}
+	u.sqMu.Lock()
+	u.fillSQE(&slot{op: opWake})
+	u.enterLocked()
+	u.sqMu.Unlock()
+	err := u.line.Err()
+	runtime.KeepAlive(u.slots)
+	if u.fixed != nil {
+		u.fixed.close()
+	}
+	return errors.Join(err, u.r.close(), u.close())
+}
