@@ -1,0 +1,53 @@
+#!/bin/bash
+# xfstests.sh - run the generic xfstests list against tfsmount.
+#
+# Usage: XFSTESTS_DIR=/path/to/built/xfstests scripts/xfstests.sh [RESULTS_DIR] [TEST...]
+#
+# xfstests (kdave/xfstests) is built outside this repository and never
+# committed; XFSTESTS_DIR points at the built tree. The runner
+# ../shared/tools/xfstests-run.sh does the FUSE plumbing (mount helper,
+# local.config, df wrapper, summary). This script supplies what is specific
+# to tfsmount: the mount command, a fresh 1 GiB image for the scratch device
+# before every test (-M), the test list, and where results go.
+#
+# The subtype is "tfs", not "tfsmount", so a run does not touch the
+# /sbin/mount.fuse.tfsmount helper that users (and tests/) install.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+shared=${TFS_SHARED:-$(cd "$repo/../shared" && pwd)}
+runner=$shared/tools/xfstests-run.sh
+list=${XFSTESTS_LIST:-$shared/xfstests/generic-fuse-list.txt}
+
+: "${XFSTESTS_DIR:?set XFSTESTS_DIR to a built xfstests tree}"
+[ -x "$XFSTESTS_DIR/check" ] || { echo "xfstests.sh: $XFSTESTS_DIR/check missing: build xfstests first" >&2; exit 2; }
+[ -x "$runner" ] || [ -f "$runner" ] || { echo "xfstests.sh: runner $runner missing" >&2; exit 2; }
+
+results=${1:-$repo/results/xfstests-$(date +%Y%m%d-%H%M%S)}
+shift || true
+mkdir -p "$results"
+results=$(readlink -f "$results")
+
+# The helper runs the command with a minimal PATH; give it the binary's
+# absolute path. Build it unless TFSMOUNT_BIN names one.
+bin=${TFSMOUNT_BIN:-$repo/bin/tfsmount}
+if [ -z "${TFSMOUNT_BIN:-}" ]; then
+	(cd "$repo" && go build -o "$bin" ./cmd/tfsmount)
+fi
+bin=$(readlink -f "$bin")
+
+test_img=$results/tfs-test.img
+scratch_img=$results/tfs-scratch.img
+
+selection=(-l "$list")
+if [ $# -gt 0 ]; then
+	selection=("$@")
+fi
+
+echo "xfstests.sh: tfsmount=$bin xfstests=$XFSTESTS_DIR results=$results"
+exec bash "$runner" -s tfs -x "$XFSTESTS_DIR" \
+	-c "exec '$bin' -f \"\$SRC\" \"\$MNT\" \${OPTS:+-o \"\$OPTS\"}" \
+	-m "rm -f {dev}; '$bin' mkfs --size 1G {dev}" -M \
+	-T "$test_img" -S "$scratch_img" \
+	-r "$results" "${selection[@]}"
