@@ -1,0 +1,311 @@
+package pagecache
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tfsmount/tfsmount/bh"
+	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/heap"
+)
+
+// Config configures a Cache.
+type Config struct {
+	Device blockdev.Device
+	Queue  *bh.Queue
+	Pool   *heap.PagePool
+	// Budget is how many bytes of pages the cache may hold (0: 64 MiB).
+	// The pool's own budget applies as well.
+	Budget int64
+	// WritebackDelay is how old dirty data may get before the timer writes
+	// it back (0: 5s); a negative value disables the timer.
+	WritebackDelay time.Duration
+	// Logf receives device and write-back errors, rate-limited. May be nil.
+	Logf func(format string, args ...any)
+}
+
+const (
+	defaultBudget = 64 << 20
+	defaultDelay  = 5 * time.Second
+	// maxRunPages bounds one fill or write-back request (1 MiB).
+	maxRunPages = 256
+	// evictBatch is how many pages an allocation evicts at once when
+	// the cache is full, so eviction is not paid page by page.
+	evictBatch = 16
+)
+
+// Stats are counters since New, and the current page counts.
+type Stats struct {
+	Hits           int64 // pages a read found valid in the cache
+	Misses         int64 // pages a read had to fill (or wait for)
+	Fills          int64 // device read requests issued for fills
+	FillPages      int64 // pages filled (including read-ahead and RMW)
+	ReadAheadPages int64 // pages filled ahead of a sequential reader
+	RMWFills       int64 // partial-page writes that had to read the page first
+	Writebacks     int64 // device write requests issued by write-back
+	WritebackPages int64 // pages written back
+	Evictions      int64 // pages whose buffer was freed to make room
+	ReadErrors     int64 // failed fills
+	WriteErrors    int64 // failed write-backs (PrepareWrite or device)
+	NoMemory       int64 // allocations that failed even after draining
+	CachedPages    int64 // pages holding a buffer now
+	DirtyPages     int64 // dirty pages now
+}
+
+type counters struct {
+	hits, misses, fills, fillPages, readAhead, rmw   atomic.Int64
+	writebacks, wbPages, evictions, readErrs, wrErrs atomic.Int64
+	noMemory                                         atomic.Int64
+}
+
+// Cache is the page cache of one volume (one device).
+type Cache struct {
+	dev    blockdev.Device
+	q      *bh.Queue
+	pool   *heap.PagePool
+	budget int64 // pages
+	delay  time.Duration
+	log    rateLog
+	stats  counters
+
+	stateMu sync.Mutex
+	st      stateLocked // the capability handed out by lockState
+	// Guarded by stateMu.
+	lru         lru
+	cachedPages int64
+	dirtyPages  int64
+
+	volMu sync.Mutex
+	// Guarded by volMu.
+	nodes      map[*Node]struct{}
+	dirtyNodes map[*Node]time.Time // nodes with dirty pages, and since when
+	closed     bool
+
+	stopTimer chan struct{}
+	timerDone chan struct{}
+	closeOnce sync.Once
+}
+
+// stateLocked is proof that the state lock is held: the methods that need
+// it take one, and only lockState hands one out.
+type stateLocked struct{ c *Cache }
+
+func (c *Cache) lockState() *stateLocked {
+	lockAcquire(rankState)
+	c.stateMu.Lock()
+	return &c.st
+}
+
+func (st *stateLocked) unlock() {
+	st.c.stateMu.Unlock()
+	lockRelease(rankState)
+}
+
+func (c *Cache) lockVolume() {
+	lockAcquire(rankVolume)
+	c.volMu.Lock()
+}
+
+func (c *Cache) unlockVolume() {
+	c.volMu.Unlock()
+	lockRelease(rankVolume)
+}
+
+// New returns a cache over cfg.Device and starts its write-back timer.
+func New(cfg Config) (*Cache, error) {
+	if cfg.Device == nil || cfg.Queue == nil || cfg.Pool == nil {
+		return nil, errors.New("pagecache: Config needs a Device, a Queue and a Pool")
+	}
+	budget := cfg.Budget
+	if budget == 0 {
+		budget = defaultBudget
+	}
+	if budget < 2*PageSize {
+		return nil, fmt.Errorf("pagecache: budget of %d bytes is below two pages", budget)
+	}
+	delay := cfg.WritebackDelay
+	if delay == 0 {
+		delay = defaultDelay
+	}
+	c := &Cache{
+		dev:        cfg.Device,
+		q:          cfg.Queue,
+		pool:       cfg.Pool,
+		budget:     budget / PageSize,
+		delay:      delay,
+		log:        rateLog{logf: cfg.Logf},
+		nodes:      map[*Node]struct{}{},
+		dirtyNodes: map[*Node]time.Time{},
+		stopTimer:  make(chan struct{}),
+		timerDone:  make(chan struct{}),
+	}
+	c.st.c = c
+	c.lru.init()
+	if delay > 0 {
+		go c.timer()
+	} else {
+		close(c.timerDone)
+	}
+	return c, nil
+}
+
+// Stats returns the counters and the current page counts.
+func (c *Cache) Stats() Stats {
+	s := Stats{
+		Hits:           c.stats.hits.Load(),
+		Misses:         c.stats.misses.Load(),
+		Fills:          c.stats.fills.Load(),
+		FillPages:      c.stats.fillPages.Load(),
+		ReadAheadPages: c.stats.readAhead.Load(),
+		RMWFills:       c.stats.rmw.Load(),
+		Writebacks:     c.stats.writebacks.Load(),
+		WritebackPages: c.stats.wbPages.Load(),
+		Evictions:      c.stats.evictions.Load(),
+		ReadErrors:     c.stats.readErrs.Load(),
+		WriteErrors:    c.stats.wrErrs.Load(),
+		NoMemory:       c.stats.noMemory.Load(),
+	}
+	st := c.lockState()
+	s.CachedPages = c.cachedPages
+	s.DirtyPages = c.dirtyPages
+	st.unlock()
+	return s
+}
+
+// Sync writes back every dirty node and waits for it, and reports (and
+// clears) every node's sticky write-back error. It returns the first error.
+// Like Node.Sync it must not be called with the filesystem's metadata
+// mutex held.
+func (c *Cache) Sync() error {
+	var first error
+	for _, n := range c.nodeList() {
+		if err := n.Sync(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (c *Cache) nodeList() []*Node {
+	c.lockVolume()
+	defer c.unlockVolume()
+	list := make([]*Node, 0, len(c.nodes))
+	for n := range c.nodes {
+		list = append(list, n)
+	}
+	return list
+}
+
+// Close stops the timer, syncs, and frees every page, so the pool is back
+// to what it was before New. Dirty data that could not be written back is
+// discarded; the error says so. Nodes must not be used after Close.
+func (c *Cache) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		close(c.stopTimer)
+		<-c.timerDone
+		err = c.Sync()
+		c.lockVolume()
+		c.closed = true
+		c.unlockVolume()
+		for _, n := range c.nodeList() {
+			n.Drop()
+		}
+		st := c.lockState()
+		left := c.cachedPages
+		st.unlock()
+		if left != 0 && err == nil {
+			err = fmt.Errorf("pagecache: %d pages still pinned or in flight at close", left)
+		}
+	})
+	return err
+}
+
+// timer writes back nodes whose dirty data is older than the delay.
+func (c *Cache) timer() {
+	defer close(c.timerDone)
+	period := min(max(c.delay/4, time.Millisecond), time.Second)
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stopTimer:
+			return
+		case now := <-t.C:
+			c.writebackOlderThan(now.Add(-c.delay))
+		}
+	}
+}
+
+// writebackOlderThan writes back the nodes dirty since before t. Errors
+// stay sticky on their nodes (and are logged) until the next Sync.
+func (c *Cache) writebackOlderThan(t time.Time) {
+	c.lockVolume()
+	var due []*Node
+	for n, since := range c.dirtyNodes {
+		if !since.After(t) {
+			due = append(due, n)
+		}
+	}
+	c.unlockVolume()
+	for _, n := range due {
+		n.writeback()
+	}
+}
+
+// markDirty records that n has dirty pages. Caller holds n's lock.
+func (c *Cache) markDirty(n *Node) {
+	c.lockVolume()
+	if _, ok := c.dirtyNodes[n]; !ok && !n.dropped {
+		c.dirtyNodes[n] = time.Now()
+	}
+	c.unlockVolume()
+}
+
+// markClean records that n has no dirty pages. Caller holds n's lock.
+func (c *Cache) markClean(n *Node) {
+	c.lockVolume()
+	delete(c.dirtyNodes, n)
+	c.unlockVolume()
+}
+
+// rateLog passes at most logBurst messages per second to logf and counts
+// the rest, so a failing device cannot flood the log.
+type rateLog struct {
+	logf       func(format string, args ...any)
+	mu         sync.Mutex
+	window     time.Time
+	n          int
+	suppressed int
+}
+
+const logBurst = 10
+
+func (r *rateLog) printf(format string, args ...any) {
+	if r.logf == nil {
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	suppressed := 0
+	if now.Sub(r.window) >= time.Second {
+		suppressed = r.suppressed
+		r.window, r.n, r.suppressed = now, 0, 0
+	}
+	ok := r.n < logBurst
+	if ok {
+		r.n++
+	} else {
+		r.suppressed++
+	}
+	r.mu.Unlock()
+	if suppressed > 0 {
+		r.logf("pagecache: %d similar messages suppressed", suppressed)
+	}
+	if ok {
+		r.logf(format, args...)
+	}
+}

@@ -1,0 +1,161 @@
+package pagecache
+
+import (
+	"errors"
+	"time"
+
+	"github.com/tfsmount/tfsmount/heap"
+)
+
+// Memory: the cache holds at most budget pages with buffers, and the pool
+// may refuse an allocation on its own (its budget, or an injected failure).
+// An allocation that fails evicts clean pages and retries; a caller that
+// still gets ErrNoMemory releases its locks, calls makeRoom (which can
+// write dirty data back) and retries, and if that fails too it returns the
+// progress it made, or the error if it made none. Nothing waits for memory
+// indefinitely.
+
+// allocBuf returns a page buffer, counted against the budget. held is the
+// node whose lock the caller holds (nil if none): its pages can be evicted
+// directly; other nodes' pages only if their lock is free (TryLock).
+func (c *Cache) allocBuf(held *Node) ([]byte, error) {
+	st := c.lockState()
+	if c.cachedPages >= c.budget {
+		st.evictLocked(held, evictBatch)
+	}
+	if c.cachedPages >= c.budget {
+		st.unlock()
+		return nil, heap.ErrNoMemory
+	}
+	c.cachedPages++
+	st.unlock()
+	buf, err := c.pool.Alloc()
+	if err != nil && errors.Is(err, heap.ErrNoMemory) {
+		st = c.lockState()
+		freed := st.evictLocked(held, evictBatch)
+		st.unlock()
+		if freed > 0 {
+			buf, err = c.pool.Alloc()
+		}
+	}
+	if err != nil {
+		st = c.lockState()
+		c.cachedPages--
+		st.unlock()
+		return nil, err
+	}
+	return buf, nil
+}
+
+// evictLocked frees up to want unpinned clean (or invalid) pages, oldest
+// first, and returns how many it freed. It looks at a bounded number of
+// candidates so the state lock is never held for long.
+func (st *stateLocked) evictLocked(held *Node, want int) int {
+	c := st.c
+	freed := 0
+	scanned := 0
+	for p := c.lru.head.lruNext; p != &c.lru.head && freed < want && scanned < 4*want+64; {
+		next := p.lruNext
+		scanned++
+		if p.refs == 0 {
+			n := p.node
+			switch {
+			case n == held:
+				st.evictPage(p)
+				freed++
+			case n.mu.TryLock():
+				lockTried(rankNode)
+				st.evictPage(p)
+				freed++
+				n.mu.Unlock()
+				lockRelease(rankNode)
+			}
+		}
+		p = next
+	}
+	return freed
+}
+
+// evictPage frees p's buffer and forgets the page. Caller holds p's node
+// lock and the state lock; p is on the LRU and unpinned.
+func (st *stateLocked) evictPage(p *page) {
+	if p.node.pages[p.index] == p {
+		delete(p.node.pages, p.index)
+	}
+	st.freeBuf(p)
+	st.c.stats.evictions.Add(1)
+}
+
+// makeRoom tries to free want pages with no lock held: it evicts clean
+// pages taking each node's lock in order, and if that is not enough it
+// writes back dirty nodes, oldest first, and evicts again. It reports
+// whether it freed anything.
+func (c *Cache) makeRoom(want int) bool {
+	assertNoLocksHeld("makeRoom")
+	if c.evict(want) > 0 {
+		return true
+	}
+	for _, n := range c.oldestDirty(4) {
+		n.writeback()
+		if c.evict(want) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// evict frees up to want unpinned pages from the LRU, taking locks in
+// order: victims are picked under the state lock, then each is rechecked
+// under its node lock.
+func (c *Cache) evict(want int) int {
+	st := c.lockState()
+	var victims []*page
+	scanned := 0
+	for p := c.lru.head.lruNext; p != &c.lru.head && len(victims) < want && scanned < 4*want+64; p = p.lruNext {
+		scanned++
+		if p.refs == 0 {
+			victims = append(victims, p)
+		}
+	}
+	st.unlock()
+	freed := 0
+	for _, p := range victims {
+		n := p.node
+		n.lock()
+		st := c.lockState()
+		if p.onLRU && p.refs == 0 {
+			st.evictPage(p)
+			freed++
+		}
+		st.unlock()
+		n.unlock()
+	}
+	return freed
+}
+
+// oldestDirty returns up to k nodes with dirty data, oldest first.
+func (c *Cache) oldestDirty(k int) []*Node {
+	c.lockVolume()
+	defer c.unlockVolume()
+	type cand struct {
+		n     *Node
+		since time.Time
+	}
+	var best []cand
+	for n, since := range c.dirtyNodes {
+		best = append(best, cand{n, since})
+	}
+	// Partial selection sort: k is tiny.
+	var out []*Node
+	for len(out) < k && len(best) > 0 {
+		i0 := 0
+		for i := range best {
+			if best[i].since.Before(best[i0].since) {
+				i0 = i
+			}
+		}
+		out = append(out, best[i0].n)
+		best = append(best[:i0], best[i0+1:]...)
+	}
+	return out
+}

@@ -1,0 +1,249 @@
+package pagecache
+
+import (
+	"fmt"
+
+	"github.com/tfsmount/tfsmount/bh"
+	"github.com/tfsmount/tfsmount/heap"
+)
+
+const (
+	// maxReadAhead bounds the read-ahead window (pages).
+	maxReadAhead = 256
+	// minReadAhead is the first window of a sequential reader.
+	minReadAhead = 8
+)
+
+// Read copies file bytes [off, off+len(p)) into p, clipped to size, the
+// current file length. The count is short only at EOF (or when an error
+// ends the read), and reaching EOF is not an error: Read never returns
+// io.EOF. Missing pages are filled with as few device requests as
+// possible; several readers of one missing page share its fill; the copy
+// into p happens in the caller's goroutine.
+func (n *Node) Read(p []byte, off int64, size int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("pagecache: read at negative offset %d", off)
+	}
+	end := min(off+int64(len(p)), size)
+	if off >= end {
+		return 0, nil
+	}
+	done := int64(0)
+	for off+done < end {
+		k, err := n.readChunk(p[done:end-off], off+done, size)
+		done += int64(k)
+		if err != nil {
+			return int(done), err
+		}
+	}
+	return int(done), nil
+}
+
+// maxPins bounds how many pages one step of a read pins, so a huge read
+// cannot pin the whole budget.
+func (c *Cache) maxPins() int64 {
+	return max(1, min(4*maxRunPages, c.budget/2))
+}
+
+// readChunk pins the pages of a prefix of [off, off+len(p)), fills the
+// missing ones, waits, copies and unpins. It returns how much it copied.
+func (n *Node) readChunk(p []byte, off, size int64) (int, error) {
+	c := n.c
+	first := off / PageSize
+	last := (off + int64(len(p)) - 1) / PageSize
+	last = min(last, first+c.maxPins()-1)
+	for {
+		pins, runs, ra, w := n.pinForRead(first, last, size)
+		if len(pins) == 0 {
+			c.stats.noMemory.Add(1)
+			if c.makeRoom(1) {
+				continue
+			}
+			return 0, fmt.Errorf("read file bytes at %d: %w", off, heap.ErrNoMemory)
+		}
+		for _, run := range runs {
+			n.fill(run, size, w)
+		}
+		if len(ra) > 0 {
+			// Read-ahead is not waited for: its merge's done does nothing.
+			raw := &opWait{m: bh.NewMerge(c.q, func(error) {})}
+			for _, run := range ra {
+				n.fill(run, size, raw)
+			}
+			raw.m.Finish()
+		}
+		var err error
+		if w != nil {
+			err = w.wait()
+		}
+		copied := 0
+		if err == nil {
+			n.rlock()
+			pos := off
+			for _, pg := range pins {
+				in := pos - pg.off()
+				k := copy(p[pos-off:], pg.buf[in:])
+				pos += int64(k)
+			}
+			n.runlock()
+			copied = int(pos - off)
+		}
+		n.unpinAll(pins)
+		return copied, err
+	}
+}
+
+// pinForRead pins pages first..last (stopping early if memory runs out),
+// claims the missing ones for filling (grouped in runs of consecutive
+// pages), registers w on pages someone else is filling, and picks
+// read-ahead runs for a sequential reader. The returned wait is nil when
+// every page was valid already.
+func (n *Node) pinForRead(first, last, size int64) (pins []*page, runs, ra [][]*page, w *opWait) {
+	c := n.c
+	n.lock()
+	defer n.unlock()
+	n.size = size
+	pins = make([]*page, 0, last-first+1)
+	var cur []*page
+	endRun := func() {
+		if len(cur) > 0 {
+			runs = append(runs, cur)
+			cur = nil
+		}
+	}
+	var hits, misses int64
+	for idx := first; idx <= last; idx++ {
+		pg, err := n.getPage(idx)
+		if err != nil {
+			break
+		}
+		st := c.lockState()
+		pg.refs++
+		switch pg.state {
+		case stateClean:
+			c.lru.touch(pg)
+			hits++
+			endRun()
+		case stateDirty, stateWriting:
+			hits++
+			endRun()
+		case stateReading:
+			w = c.lazyWait(w)
+			pg.waiters = append(pg.waiters, w.m.Add())
+			misses++
+			endRun()
+		case stateAlloc:
+			st.setState(pg, stateReading)
+			if len(cur) == maxRunPages {
+				endRun()
+			}
+			cur = append(cur, pg)
+			misses++
+		}
+		st.unlock()
+		pins = append(pins, pg)
+	}
+	endRun()
+	if len(runs) > 0 {
+		w = c.lazyWait(w)
+	}
+	c.stats.hits.Add(hits)
+	c.stats.misses.Add(misses)
+	if int64(len(pins)) == last-first+1 {
+		ra = n.readAheadLocked(first, last, size)
+	}
+	return pins, runs, ra, w
+}
+
+// readAheadLocked grows the window of a sequential reader and claims the
+// missing pages ahead of it, once the reader has used half of what was
+// read ahead before. Caller holds the node lock.
+func (n *Node) readAheadLocked(first, last, size int64) [][]*page {
+	c := n.c
+	sequential := first == n.nextRead || first+1 == n.nextRead
+	n.nextRead = last + 1
+	if !sequential {
+		n.raPages = 0
+		return nil
+	}
+	if n.raPages == 0 {
+		n.raPages = minReadAhead
+	} else {
+		n.raPages = min(2*n.raPages, maxReadAhead, int(c.budget/4))
+	}
+	endPage := (size + PageSize - 1) / PageSize
+	limit := min(last+1+int64(n.raPages), endPage)
+	// Start only when less than half a window is cached ahead of the
+	// reader: one still consuming the previous window needs no new I/O.
+	start := last + 1
+	for start < limit && n.pages[start] != nil {
+		start++
+	}
+	if start >= limit || start > last+1+int64(n.raPages)/2 {
+		return nil
+	}
+	var runs [][]*page
+	var cur []*page
+	for idx := start; idx < limit; idx++ {
+		if pg := n.pages[idx]; pg != nil {
+			if len(cur) > 0 {
+				runs = append(runs, cur)
+				cur = nil
+			}
+			continue
+		}
+		st := c.lockState()
+		full := c.cachedPages >= c.budget-c.budget/8
+		st.unlock()
+		if full {
+			break // read-ahead never pushes out the cache's working set
+		}
+		pg, err := n.getPage(idx)
+		if err != nil {
+			break
+		}
+		st = c.lockState()
+		st.setState(pg, stateReading)
+		st.unlock()
+		if len(cur) == maxRunPages {
+			runs = append(runs, cur)
+			cur = nil
+		}
+		cur = append(cur, pg)
+		c.stats.readAhead.Add(1)
+	}
+	if len(cur) > 0 {
+		runs = append(runs, cur)
+	}
+	return runs
+}
+
+// getPage returns the page at idx, allocating a buffer for a new one (in
+// state alloc). Caller holds the node lock.
+func (n *Node) getPage(idx int64) (*page, error) {
+	if pg := n.pages[idx]; pg != nil {
+		return pg, nil
+	}
+	buf, err := n.c.allocBuf(n)
+	if err != nil {
+		return nil, err
+	}
+	pg := &page{node: n, index: idx, buf: buf}
+	st := n.c.lockState()
+	st.setState(pg, stateAlloc)
+	st.unlock()
+	n.pages[idx] = pg
+	return pg, nil
+}
+
+// unpinAll drops one pin on each page.
+func (n *Node) unpinAll(pins []*page) {
+	if len(pins) == 0 {
+		return
+	}
+	st := n.c.lockState()
+	for _, pg := range pins {
+		st.unpin(pg)
+	}
+	st.unlock()
+}
