@@ -33,7 +33,7 @@ func NewMerge(q *Queue, done Done) *Merge {
 // exactly once.
 func (m *Merge) Add() Done {
 	m.count.Add(1)
-	return m.part
+	return Checked("merge part", m.part)
 }
 
 func (m *Merge) part(err error) {
