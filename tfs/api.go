@@ -11,11 +11,9 @@
 package tfs
 
 import (
-	"syscall"
 	"time"
 
 	"github.com/tfsmount/tfsmount/bh"
-	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/heap"
 )
 
@@ -96,10 +94,9 @@ type MkfsOptions struct {
 	UUID  [16]byte // zero: random
 }
 
-// Mkfs writes an empty TFS volume over the whole device.
-func Mkfs(dev blockdev.Device, q *bh.Queue, opts MkfsOptions) error {
-	return syscall.ENOSYS
-}
+// Mkfs (mkfs.go) writes an empty TFS volume over the whole device:
+//
+//	func Mkfs(dev blockdev.Device, q *bh.Queue, opts MkfsOptions) error
 
 // The FS type and its methods live in the other files of this package. The
 // contract, which the FUSE layer (tfs/fusefs) and the CLI rely on:

@@ -1,0 +1,101 @@
+package tfs
+
+import (
+	"fmt"
+
+	"github.com/tfsmount/tfsmount/blockdev"
+)
+
+// Log compaction (tfs-format.md §2.9): the whole tree is written as one
+// value into a new chain in free space, and a single write of block 0
+// switches the volume to it. A crash before that write leaves the old log
+// in force; after it, the old extensions are garbage in free space.
+
+// Compact rebuilds the log now.
+func (fs *FS) Compact() error {
+	if err := fs.flush(true); err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if err := fs.checkWritable(); err != nil {
+		return err
+	}
+	return fs.compactLocked()
+}
+
+// LogBlocks is the number of blocks the log's extensions occupy.
+func (fs *FS) LogBlocks() uint64 {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	exts := fs.log.exts
+	if fs.w != nil {
+		exts = fs.w.chain
+	}
+	var n uint64
+	for _, e := range exts {
+		n += e.nblocks
+	}
+	return n
+}
+
+func (fs *FS) compactLocked() error {
+	old := fs.w
+	// Sizes and times changed in memory go straight into the snapshot.
+	for n := range fs.dirty {
+		if n.kind == KindFile && n.links > 0 {
+			n.t.attrs["filelength"] = intOf(uint64(n.size))
+			n.loggedSize = n.size
+		}
+		n.timesDirty = false
+		delete(fs.dirty, n)
+	}
+	start := old.compactArea
+	old.compactArea = 0
+	if start == 0 {
+		s, ok := fs.free.Alloc(extBlocks)
+		if !ok {
+			return errnoErr("no free blocks for a compacted log", errENOSPC)
+		}
+		start = s
+	}
+	enc := newEncoder()
+	nw := &logWriter{fs: fs, enc: enc, ext: extension{start: start, nblocks: extBlocks, version: 5},
+		buf: make([]byte, extBlocks*blockSize), dirtyFrom: 0, session: true, nextArea: old.nextArea,
+		chain: []extension{{start: 0, nblocks: 1, version: 5}, {start: start, nblocks: extBlocks, version: 5}}}
+	old.nextArea = 0
+	nw.used = copy(nw.buf, extensionHeader(extBlocks))
+	nw.buf[nw.used] = recEndOfLog
+	entry := enc.value(nil, fs.root.t, map[any]bool{}, false)
+	err := nw.stage(entry)
+	if err == nil {
+		err = nw.write()
+	}
+	if err == nil {
+		err = blockdev.Flush(fs.dev)
+	}
+	if err == nil {
+		err = blockdev.WriteAt(fs.dev, initialBlock(fs.log.uuid, fs.log.label, start, extBlocks), 0)
+	}
+	if err == nil {
+		err = blockdev.Flush(fs.dev)
+	}
+	if err != nil {
+		// The old chain is still the log; give back what the new one took.
+		for _, e := range nw.chain[1:] {
+			fs.freeBlocks(e.start, e.nblocks)
+		}
+		old.nextArea, old.compactArea = nw.nextArea, 0
+		old.ensureAreas()
+		return fmt.Errorf("compact the log: %w", err)
+	}
+	for _, e := range old.chain[1:] {
+		fs.freeBlocks(e.start, e.nblocks)
+	}
+	nw.entries = enc.next
+	nw.obsolete = 0
+	nw.ensureAreas()
+	fs.w = nw
+	fs.log.exts = nw.chain
+	return nil
+}

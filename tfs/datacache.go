@@ -1,0 +1,37 @@
+package tfs
+
+import (
+	"fmt"
+
+	"github.com/tfsmount/tfsmount/heap"
+	"github.com/tfsmount/tfsmount/pagecache"
+)
+
+// pageCache adapts the pagecache to dataCache.
+type pageCache struct {
+	c *pagecache.Cache
+}
+
+func newDataCache(fs *FS, opts Options) (dataCache, error) {
+	budget := opts.CacheSize
+	if budget <= 0 {
+		budget = 64 << 20
+	}
+	pool := opts.Pool
+	if pool == nil {
+		pool = heap.NewPagePool(heap.PoolConfig{Budget: budget})
+	}
+	delay := opts.WritebackDelay
+	if fs.ro {
+		delay = -1
+	}
+	c, err := pagecache.New(pagecache.Config{Device: fs.dev, Queue: fs.q, Pool: pool, Budget: budget, WritebackDelay: delay})
+	if err != nil {
+		return nil, fmt.Errorf("start the page cache: %w", err)
+	}
+	return pageCache{c}, nil
+}
+
+func (p pageCache) newFile(b pagecache.Backing) fileData { return p.c.NewNode(b) }
+func (p pageCache) sync() error                          { return p.c.Sync() }
+func (p pageCache) close() error                         { return p.c.Close() }

@@ -1,0 +1,254 @@
+package tfs
+
+import (
+	"sort"
+	"strconv"
+)
+
+// File extent maps (tfs-format.md §5) and a small set of file blocks.
+
+const (
+	maxExtentBlocks   = 65536 // MAX_EXTENT_SIZE: 32 MiB
+	minExtentAllocBlk = 2048  // MIN_EXTENT_ALLOC_SIZE: 1 MiB
+)
+
+// blockSet is a set of file blocks kept as sorted disjoint half-open runs.
+// It tracks delayed-allocation reservations per file.
+//
+// Invariant: runs sorted, non-empty, neither overlapping nor touching.
+type blockSet struct {
+	runs [][2]uint64 // [start, end)
+}
+
+// uncovered counts the blocks of [a, b) not in the set.
+func (s *blockSet) uncovered(a, b uint64) uint64 {
+	n := b - a
+	for _, r := range s.runs {
+		lo, hi := max(r[0], a), min(r[1], b)
+		if lo < hi {
+			n -= hi - lo
+		}
+	}
+	return n
+}
+
+// add inserts [a, b).
+func (s *blockSet) add(a, b uint64) {
+	if a >= b {
+		return
+	}
+	var out [][2]uint64
+	i := 0
+	for ; i < len(s.runs) && s.runs[i][1] < a; i++ {
+		out = append(out, s.runs[i])
+	}
+	for ; i < len(s.runs) && s.runs[i][0] <= b; i++ {
+		a, b = min(a, s.runs[i][0]), max(b, s.runs[i][1])
+	}
+	out = append(out, [2]uint64{a, b})
+	s.runs = append(out, s.runs[i:]...)
+}
+
+// remove deletes [a, b) and returns how many blocks were in the set.
+func (s *blockSet) remove(a, b uint64) uint64 {
+	if a >= b {
+		return 0
+	}
+	var out [][2]uint64
+	var n uint64
+	for _, r := range s.runs {
+		lo, hi := max(r[0], a), min(r[1], b)
+		if lo >= hi {
+			out = append(out, r)
+			continue
+		}
+		n += hi - lo
+		if r[0] < lo {
+			out = append(out, [2]uint64{r[0], lo})
+		}
+		if hi < r[1] {
+			out = append(out, [2]uint64{hi, r[1]})
+		}
+	}
+	s.runs = out
+	return n
+}
+
+func (s *blockSet) total() uint64 {
+	var n uint64
+	for _, r := range s.runs {
+		n += r[1] - r[0]
+	}
+	return n
+}
+
+// find returns the index of the first extent ending after block b.
+func (n *Node) find(b uint64) int {
+	return sort.Search(len(n.exts), func(i int) bool { return n.exts[i].end() > b })
+}
+
+// extentAt returns the extent covering file block b, or nil.
+func (n *Node) extentAt(b uint64) *extent {
+	i := n.find(b)
+	if i < len(n.exts) && n.exts[i].fblock <= b {
+		return n.exts[i]
+	}
+	return nil
+}
+
+// insertExtent adds e keeping the order.
+func (n *Node) insertExtent(e *extent) {
+	i := sort.Search(len(n.exts), func(i int) bool { return n.exts[i].fblock > e.fblock })
+	n.exts = append(n.exts, nil)
+	copy(n.exts[i+1:], n.exts[i:])
+	n.exts[i] = e
+}
+
+func (n *Node) removeExtent(e *extent) {
+	for i, x := range n.exts {
+		if x == e {
+			n.exts = append(n.exts[:i], n.exts[i+1:]...)
+			return
+		}
+	}
+}
+
+func extentKey(fblock uint64) string { return strconv.FormatUint(fblock, 10) }
+
+// extentsTuple returns the file's extents tuple, logging an empty one if
+// the file has none yet.
+func (fs *FS) extentsTuple(n *Node) (*tuple, error) {
+	if et, ok := n.t.attrs["extents"].(*tuple); ok {
+		return et, nil
+	}
+	et := newTuple()
+	if err := fs.logEAV(n.t, "extents", et, false); err != nil {
+		return nil, err
+	}
+	return et, nil
+}
+
+// logNewExtent records e in the file's extents tuple.
+func (fs *FS) logNewExtent(n *Node, e *extent) error {
+	et, err := fs.extentsTuple(n)
+	if err != nil {
+		return err
+	}
+	xt := newTuple()
+	xt.attrs["offset"] = intOf(e.dblock)
+	xt.attrs["length"] = intOf(e.length)
+	xt.attrs["allocated"] = intOf(e.allocated)
+	if e.uninited {
+		xt.attrs["uninited"] = nullMarker
+	}
+	if err := fs.logEAV(et, extentKey(e.fblock), xt, false); err != nil {
+		return err
+	}
+	e.t = xt
+	e.pending = false
+	e.logged = e.length
+	return nil
+}
+
+// logExtentSize records a changed length/allocated of a logged extent.
+func (fs *FS) logExtentSize(e *extent) error {
+	if a, _ := numberOf(e.t.attrs["allocated"]); a != e.allocated {
+		if err := fs.logEAV(e.t, "allocated", intOf(e.allocated), false); err != nil {
+			return err
+		}
+	}
+	if l, _ := numberOf(e.t.attrs["length"]); l != e.length {
+		if err := fs.logEAV(e.t, "length", intOf(e.length), false); err != nil {
+			return err
+		}
+	}
+	e.logged = e.length
+	return nil
+}
+
+// logRemoveExtent removes a logged extent's key from the extents tuple.
+func (fs *FS) logRemoveExtent(n *Node, e *extent) error {
+	if e.t == nil {
+		return nil
+	}
+	et, ok := n.t.attrs["extents"].(*tuple)
+	if !ok {
+		return nil
+	}
+	return fs.logEAV(et, extentKey(e.fblock), nil, false)
+}
+
+// freeBlocks returns volume blocks to the allocator.
+func (fs *FS) freeBlocks(start, n uint64) {
+	if n == 0 {
+		return
+	}
+	// The model reserved every extent at mount, so a failure here means
+	// the in-memory state is inconsistent; keep going, fsck will tell.
+	_ = fs.free.Free(start, n)
+}
+
+// allocRun allocates volume blocks for up to want file blocks following
+// Nanos' policy (§5.4): first fit of min(want, 65536) blocks, halving down
+// to 2048 when nothing fits. It returns the start and count.
+func (fs *FS) allocRun(want uint64) (uint64, uint64, bool) {
+	fs.ensureLogAreas()
+	n := min(want, maxExtentBlocks)
+	for {
+		if fs.free.FreeBlocks() >= n+fs.logReserveShortfall() {
+			if s, ok := fs.free.Alloc(n); ok {
+				return s, n, true
+			}
+		}
+		if n <= minExtentAllocBlk {
+			return 0, 0, false
+		}
+		n /= 2
+	}
+}
+
+// allocGap allocates [g0, g1) of file n: grow the preceding extent in
+// place when the blocks after it are free, else new extents. The created
+// extents are pending (not logged) unless uninited is set, in which case
+// they are logged as uninitialised at once (fallocate).
+func (fs *FS) allocGap(n *Node, g0, g1 uint64, uninited bool) error {
+	for g0 < g1 {
+		if prev := n.extentAt(g0 - 1); g0 > 0 && prev != nil && prev.end() == g0 && prev.length == prev.allocated &&
+			prev.uninited == uninited && (prev.pending || !uninited) {
+			// Growing in place. A logged base is grown through a separate
+			// pending piece merged at commit (CommitWrite), so its logged
+			// length never covers unwritten blocks.
+			span := prev.length
+			if k := min(g1-g0, maxExtentBlocks-min(span, maxExtentBlocks)); k > 0 && fs.free.FreeBlocks() >= k+fs.logReserveShortfall() &&
+				fs.free.AllocAt(prev.dblock+prev.allocated, k) {
+				if prev.pending {
+					prev.length += k
+					prev.allocated += k
+				} else {
+					n.insertExtent(&extent{fblock: g0, dblock: prev.dblock + prev.allocated, length: k, allocated: k, pending: true})
+				}
+				fs.releaseReservation(n, g0, g0+k)
+				g0 += k
+				continue
+			}
+		}
+		s, k, ok := fs.allocRun(g1 - g0)
+		if !ok {
+			return errnoErr("no free blocks for file data", errENOSPC)
+		}
+		e := &extent{fblock: g0, dblock: s, length: k, allocated: k, uninited: uninited, pending: true}
+		n.insertExtent(e)
+		fs.releaseReservation(n, g0, g0+k)
+		if uninited {
+			if err := fs.logNewExtent(n, e); err != nil {
+				return err
+			}
+		}
+		g0 += k
+	}
+	return nil
+}
+
+func (fs *FS) releaseReservation(n *Node, a, b uint64) {
+	fs.reserved -= min(fs.reserved, n.resv.remove(a, b))
+}

@@ -1,0 +1,269 @@
+package tfs
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/tfsmount/tfsmount/pagecache"
+)
+
+// Regular file data: reads and writes go through the data cache (the
+// pagecache), which calls back into backing for the block map.
+
+// fileData is the per-file cache handle (pagecache.Node's methods).
+type fileData interface {
+	Read(p []byte, off, size int64) (int, error)
+	Write(p []byte, off, size int64) (int, error)
+	Sync() error
+	Truncate(size int64)
+	PunchHole(off, length int64)
+	Drop()
+}
+
+// dataCache is the volume's data cache.
+type dataCache interface {
+	newFile(b pagecache.Backing) fileData
+	sync() error
+	close() error
+}
+
+// fileData returns n's cache handle, creating it on first use.
+func (fs *FS) fileData(n *Node) fileData {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if n.fd == nil {
+		n.fd = fs.data.newFile(backing{fs, n})
+	}
+	return n.fd
+}
+
+func checkFile(n *Node) error {
+	switch n.kind {
+	case KindFile:
+		return nil
+	case KindDir:
+		return errnoErr("is a directory", errEISDIR)
+	}
+	return errnoErr("not a regular file", errEINVAL)
+}
+
+// Open notes an open reference: an unlinked file keeps its data until the
+// last Release.
+func (fs *FS) Open(n *Node) {
+	fs.mu.Lock()
+	n.opens++
+	fs.mu.Unlock()
+}
+
+// Release drops an open reference; the last one of an unlinked file frees
+// its blocks and cached pages.
+func (fs *FS) Release(n *Node) {
+	fs.mu.Lock()
+	if n.opens > 0 {
+		n.opens--
+	}
+	gone := n.opens == 0 && n.links == 0 && n.kind == KindFile
+	fd := n.fd
+	if gone {
+		n.fd = nil
+		delete(fs.unlinkedOpen, n)
+	}
+	fs.mu.Unlock()
+	if gone {
+		if fd != nil {
+			fs.finishDrop(n, fd)
+		} else {
+			fs.mu.Lock()
+			fs.dropFileLocked(n)
+			fs.mu.Unlock()
+		}
+	}
+}
+
+// dropFileLocked frees every block and reservation of a file that no
+// directory references.
+func (fs *FS) dropFileLocked(n *Node) {
+	for _, e := range n.exts {
+		fs.freeBlocks(e.dblock, e.allocated)
+	}
+	n.exts = nil
+	fs.reserved -= min(fs.reserved, n.resv.total())
+	n.resv = blockSet{}
+	delete(fs.dirty, n)
+}
+
+// Read reads file bytes at off; short only at EOF.
+func (fs *FS) Read(n *Node, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errnoErr("negative offset", errEINVAL)
+	}
+	if err := checkFile(n); err != nil {
+		return 0, err
+	}
+	fd := fs.fileData(n)
+	fs.mu.Lock()
+	size := n.size
+	fs.mu.Unlock()
+	if off >= size {
+		return 0, nil
+	}
+	return fd.Read(p[:min(int64(len(p)), size-off)], off, size)
+}
+
+// Write writes p at off, extending the file if needed.
+func (fs *FS) Write(n *Node, p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) < off || off+int64(len(p)) > 1<<62 {
+		return 0, errnoErr("offset out of range", errEINVAL)
+	}
+	if err := checkFile(n); err != nil {
+		return 0, err
+	}
+	fd := fs.fileData(n)
+	fs.mu.Lock()
+	if err := fs.checkWritable(); err != nil {
+		fs.mu.Unlock()
+		return 0, err
+	}
+	size := n.size
+	fs.mu.Unlock()
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if off > size {
+		if err := fs.zeroTail(n, fd, size, off); err != nil {
+			return 0, err
+		}
+	}
+	k, err := fd.Write(p, off, size)
+	fs.mu.Lock()
+	if w := off + int64(k); w > n.size {
+		n.size = w
+	}
+	if k > 0 {
+		fs.touchLocked(n, true)
+	}
+	fs.mu.Unlock()
+	return k, err
+}
+
+// zeroTail zeroes, through the cache, the bytes after the old end of file
+// in its last block when the file grows past it, so stale bytes that the
+// block held beyond EOF never become file content.
+func (fs *FS) zeroTail(n *Node, fd fileData, size, upto int64) error {
+	if size%blockSize == 0 {
+		return nil
+	}
+	fs.mu.Lock()
+	e := n.extentAt(uint64(size) / blockSize)
+	fs.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	z := make([]byte, min(upto, (size+blockSize-1)/blockSize*blockSize)-size)
+	if _, err := fd.Write(z, size, size); err != nil {
+		return fmt.Errorf("zero the tail of the last block: %w", err)
+	}
+	return nil
+}
+
+// touchLocked updates mtime (and atime when asked) in memory; the values
+// reach the log at the next flush.
+func (fs *FS) touchLocked(n *Node, modify bool) {
+	now := intOf(timeToTFS(time.Now()))
+	if modify {
+		n.t.attrs["mtime"] = now
+	}
+	if _, ok := n.t.attrs["atime"]; !ok || !modify {
+		n.t.attrs["atime"] = now
+	}
+	n.timesDirty = true
+	fs.dirty[n] = true
+}
+
+// Truncate sets the file size. Shrinking frees the extents past the new
+// end and shortens a straddling one, so no stale bytes can reappear.
+func (fs *FS) Truncate(n *Node, size int64) error {
+	if size < 0 || size > 1<<62 {
+		return errnoErr("size out of range", errEINVAL)
+	}
+	if err := checkFile(n); err != nil {
+		return err
+	}
+	fd := fs.fileData(n)
+	fs.mu.Lock()
+	if err := fs.checkWritable(); err != nil {
+		fs.mu.Unlock()
+		return err
+	}
+	old := n.size
+	fs.mu.Unlock()
+	if size > old {
+		if err := fs.zeroTail(n, fd, old, size); err != nil {
+			return err
+		}
+		fs.mu.Lock()
+		n.size = max(n.size, size)
+		fs.touchLocked(n, true)
+		fs.mu.Unlock()
+		return nil
+	}
+	fd.Truncate(size)
+	if err := fd.Sync(); err != nil {
+		return err
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	n.size = size
+	fs.touchLocked(n, true)
+	// Stage the new length before the extents go, so a reader never sees
+	// a length covering removed blocks.
+	if n.links > 0 {
+		if err := fs.logEAV(n.t, "filelength", intOf(uint64(size)), false); err != nil {
+			return err
+		}
+		n.loggedSize = size
+	}
+	return fs.cutExtentsLocked(n, (uint64(size)+blockSize-1)/blockSize)
+}
+
+// cutExtentsLocked removes file blocks from keep onwards.
+func (fs *FS) cutExtentsLocked(n *Node, keep uint64) error {
+	fs.releaseReservation(n, keep, ^uint64(0))
+	for len(n.exts) > 0 {
+		e := n.exts[len(n.exts)-1]
+		if e.end() <= keep && e.allocated == e.length {
+			break
+		}
+		if e.fblock >= keep {
+			n.exts = n.exts[:len(n.exts)-1]
+			fs.freeBlocks(e.dblock, e.allocated)
+			if n.links > 0 {
+				if err := fs.logRemoveExtent(n, e); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		nl := min(e.length, keep-e.fblock)
+		fs.freeBlocks(e.dblock+nl, e.allocated-nl)
+		e.length, e.allocated = nl, nl
+		if e.t != nil && n.links > 0 {
+			if err := fs.logExtentSize(e); err != nil {
+				return err
+			}
+		}
+		break
+	}
+	return nil
+}
+
+// Fsync writes n's data, then the log, then flushes the device.
+func (fs *FS) Fsync(n *Node, dataOnly bool) error {
+	if n.kind == KindFile {
+		fd := fs.fileData(n)
+		if err := fd.Sync(); err != nil {
+			return err
+		}
+	}
+	return fs.flush(true)
+}

@@ -1,0 +1,319 @@
+package tfs
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tfsmount/tfsmount/bh"
+	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/heap"
+)
+
+// FS is one mounted TFS volume.
+//
+// Locking: mu guards all metadata (the tuple graph, nodes, extents, the
+// allocator, the log writer). It is never held while calling into a
+// pagecache node, because the cache calls back into Backing methods, which
+// take mu themselves.
+type FS struct {
+	mu       sync.Mutex
+	dev      blockdev.Device // the volume
+	q        *bh.Queue
+	ownQueue bool
+	ro       bool
+	loc      volumeLocation
+	blocks   uint64
+	free     *heap.Ranges
+	log      *logState
+	w        *logWriter // nil when read-only
+	root     *Node
+	nextIno  uint64
+	data     dataCache
+	reserved uint64 // blocks promised to delayed allocation
+	dirty    map[*Node]bool
+	closed   bool
+	delay    time.Duration
+	stop     chan struct{}
+	stopped  chan struct{}
+	// unlinkedOpen holds files without directory entries that are still
+	// open; their blocks are freed at the last Release.
+	unlinkedOpen map[*Node]bool
+}
+
+// Mount finds the volume, replays its log and derives free space.
+func Mount(dev blockdev.Device, opts Options) (*FS, error) {
+	fs, problems, err := load(dev, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := fs.start(opts, problems); err != nil {
+		fs.closeQueue()
+		return nil, err
+	}
+	return fs, nil
+}
+
+// load reads the volume into a new FS without starting anything; problems
+// are returned for fsck. A mount fails if there are any.
+func load(dev blockdev.Device, opts Options) (*FS, []problem, error) {
+	q := opts.Queue
+	fs := &FS{q: q, ro: opts.ReadOnly || dev.ReadOnly(), dirty: map[*Node]bool{}, unlinkedOpen: map[*Node]bool{}, nextIno: 1}
+	loc, err := locateVolume(dev, opts.Partition)
+	if err != nil {
+		return nil, nil, err
+	}
+	fs.loc = loc
+	fs.dev = newSlice(dev, loc.off, loc.size)
+	fs.blocks = uint64(loc.size / blockSize)
+	if fs.blocks < 2 {
+		return nil, nil, fmt.Errorf("%s: %d bytes is too small for TFS", loc.what, loc.size)
+	}
+	fs.free = heap.NewRanges(fs.blocks)
+	fs.log, err = readLog(fs.dev, fs.blocks, fs.free)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", loc.what, err)
+	}
+	d := fs.log.dec
+	if len(d.dict) < 2 {
+		return nil, nil, fmt.Errorf("%s: the log holds no root tuple (index 1 missing)", loc.what)
+	}
+	rootT, ok := d.dict[1].(*tuple)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: index 1 is a %s, not the root tuple", loc.what, kindName(d.dict[1]))
+	}
+	if _, ok := rootT.attrs["children"].(*tuple); !ok {
+		return nil, nil, fmt.Errorf("%s: the root tuple has no children tuple", loc.what)
+	}
+	b := &builder{fs: fs, used: fs.free}
+	fs.root = b.build(rootT)
+	return fs, b.problems, nil
+}
+
+// start checks the model and, for a writable mount, prepares the writer,
+// the data cache and the flush timer.
+func (fs *FS) start(opts Options, problems []problem) error {
+	if fs.q == nil {
+		fs.q = bh.NewQueue(2)
+		fs.ownQueue = true
+	}
+	var err error
+	if len(problems) > 0 {
+		var msgs []string
+		for i, p := range problems {
+			if i == 5 {
+				msgs = append(msgs, fmt.Sprintf("and %d more (run fsck)", len(problems)-5))
+				break
+			}
+			msgs = append(msgs, p.String())
+		}
+		return fmt.Errorf("%s: inconsistent metadata: %s", fs.loc.what, strings.Join(msgs, "; "))
+	}
+	fs.delay = opts.WritebackDelay
+	if fs.delay <= 0 {
+		fs.delay = 2 * time.Second
+	}
+	if fs.data, err = newDataCache(fs, opts); err != nil {
+		return err
+	}
+	if fs.ro {
+		return nil
+	}
+	fs.w = newLogWriter(fs)
+	if fs.log.dangling || fs.log.dec.dupNames {
+		// tfs-format.md §6.4, §3.3: appending would make the log
+		// unreadable; rebuild it first.
+		if err := fs.compactLocked(); err != nil {
+			return fmt.Errorf("rebuild the log before appending: %w", err)
+		}
+	}
+	fs.stop = make(chan struct{})
+	fs.stopped = make(chan struct{})
+	go fs.flusher()
+	return nil
+}
+
+func (fs *FS) closeQueue() {
+	if fs.ownQueue {
+		fs.q.Close()
+	}
+}
+
+// Label is the volume label.
+func (fs *FS) Label() string { return fs.log.label }
+
+// UUID is the volume UUID.
+func (fs *FS) UUID() [16]byte { return fs.log.uuid }
+
+// Root is the root directory.
+func (fs *FS) Root() *Node { return fs.root }
+
+// StatFS describes space on the volume.
+func (fs *FS) StatFS() StatFS {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	free := fs.free.FreeBlocks()
+	free -= min(free, fs.reserved+fs.logReserveShortfall())
+	return StatFS{BlockSize: blockSize, Blocks: fs.blocks, Free: free, NameMax: maxNameLen}
+}
+
+func (fs *FS) children(dir *Node) (*tuple, error) {
+	if dir.kind != KindDir {
+		return nil, errnoErr("not a directory", errENOTDIR)
+	}
+	c, ok := dir.t.attrs["children"].(*tuple)
+	if !ok {
+		return nil, errnoErr("directory without children", errEIO)
+	}
+	return c, nil
+}
+
+// lookupLocked finds name in dir; nil if absent.
+func (fs *FS) lookupLocked(dir *Node, name string) (*Node, error) {
+	c, err := fs.children(dir)
+	if err != nil {
+		return nil, err
+	}
+	t, ok := c.attrs[name].(*tuple)
+	if !ok || t.node == nil {
+		return nil, nil
+	}
+	return t.node, nil
+}
+
+// Lookup finds name in dir.
+func (fs *FS) Lookup(dir *Node, name string) (*Node, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if name == "." {
+		return dir, nil
+	}
+	if name == ".." {
+		if dir.kind != KindDir {
+			return nil, errnoErr("not a directory", errENOTDIR)
+		}
+		return dir.parent, nil
+	}
+	n, err := fs.lookupLocked(dir, name)
+	if err != nil {
+		return nil, err
+	}
+	if n == nil {
+		return nil, errnoErr(fmt.Sprintf("lookup %q", name), errENOENT)
+	}
+	return n, nil
+}
+
+// ReadDir lists dir sorted by name (entries the model skipped as invalid
+// are not shown).
+func (fs *FS) ReadDir(dir *Node) ([]DirEntry, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	c, err := fs.children(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]DirEntry, 0, len(c.attrs))
+	for name, v := range c.attrs {
+		t, ok := v.(*tuple)
+		if !ok || t.node == nil {
+			continue
+		}
+		out = append(out, DirEntry{Name: name, Kind: t.node.kind, Ino: t.node.ino})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Resolve looks up an absolute guest path without following symlinks.
+func (fs *FS) Resolve(path string) (*Node, error) {
+	if !strings.HasPrefix(path, "/") {
+		return nil, errnoErr(fmt.Sprintf("path %q is not absolute", path), errEINVAL)
+	}
+	n := fs.root
+	for _, comp := range strings.Split(path, "/") {
+		if comp == "" {
+			continue
+		}
+		next, err := fs.Lookup(n, comp)
+		if err != nil {
+			return nil, fmt.Errorf("resolve %q: %w", path, err)
+		}
+		n = next
+	}
+	return n, nil
+}
+
+// Readlink returns a symlink's target.
+func (fs *FS) Readlink(n *Node) (string, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if n.kind != KindSymlink {
+		return "", errnoErr("not a symlink", errEINVAL)
+	}
+	s, ok := textOf(n.t.attrs["linktarget"])
+	if !ok {
+		return "", errnoErr("linktarget is not a string", errEIO)
+	}
+	return s, nil
+}
+
+// Sync writes back all data, then the log, then flushes the device.
+func (fs *FS) Sync() error {
+	return fs.flush(true)
+}
+
+// Close writes everything back and releases the mount.
+func (fs *FS) Close() error {
+	fs.mu.Lock()
+	if fs.closed {
+		fs.mu.Unlock()
+		return nil
+	}
+	fs.closed = true
+	fs.mu.Unlock()
+	if fs.stop != nil {
+		close(fs.stop)
+		<-fs.stopped
+	}
+	var errs []error
+	if !fs.ro {
+		errs = append(errs, fs.flush(true))
+	}
+	errs = append(errs, fs.data.close())
+	fs.closeQueue()
+	return errors.Join(errs...)
+}
+
+// flusher writes staged metadata every delay.
+func (fs *FS) flusher() {
+	defer close(fs.stopped)
+	t := time.NewTicker(fs.delay)
+	defer t.Stop()
+	for {
+		select {
+		case <-fs.stop:
+			return
+		case <-t.C:
+			fs.mu.Lock()
+			idle := fs.w.idle() && len(fs.dirty) == 0
+			fs.mu.Unlock()
+			if !idle {
+				_ = fs.flush(false) // errors are sticky in the writer and reported on sync
+			}
+		}
+	}
+}
+
+func (fs *FS) checkWritable() error {
+	if fs.ro {
+		return errnoErr("read-only mount", errEROFS)
+	}
+	if fs.closed {
+		return errnoErr("filesystem closed", errEIO)
+	}
+	return nil
+}

@@ -1,0 +1,195 @@
+package fusefs
+
+import (
+	"errors"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func stat(t *testing.T, p string) syscall.Stat_t {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		t.Fatalf("lstat %s: %v", p, err)
+	}
+	return st
+}
+
+func TestModesFollowUmaskAndOwner(t *testing.T) {
+	v := newTestVolume(t, Config{UID: 1234, GID: 5678, Umask: 0o027})
+	if err := os.Mkdir(v.path("d"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(v.path("f"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("f", v.path("l")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		mode uint32
+	}{
+		{"", syscall.S_IFDIR | 0o750},
+		{"d", syscall.S_IFDIR | 0o750},
+		{"f", syscall.S_IFREG | 0o640},
+		{"l", syscall.S_IFLNK | 0o777},
+	} {
+		st := stat(t, v.path(c.name))
+		if st.Mode != c.mode {
+			t.Errorf("%q: mode %o, want %o", c.name, st.Mode, c.mode)
+		}
+		if st.Uid != 1234 || st.Gid != 5678 {
+			t.Errorf("%q: owner %d:%d, want 1234:5678", c.name, st.Uid, st.Gid)
+		}
+	}
+}
+
+func TestChmodChownOnlyWhenUnchanged(t *testing.T) {
+	v := newTestVolume(t, Config{UID: 0, GID: 0, Umask: 0o022})
+	f := v.path("f")
+	if err := os.WriteFile(f, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(f, 0o644); err != nil {
+		t.Errorf("chmod to the shown mode: %v", err)
+	}
+	if err := os.Chmod(f, 0o600); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("chmod 600: %v, want EPERM", err)
+	}
+	if err := os.Chown(f, 0, 0); err != nil {
+		t.Errorf("chown to the shown owner: %v", err)
+	}
+	if err := os.Chown(f, 42, -1); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("chown 42: %v, want EPERM", err)
+	}
+	if st := stat(t, f); st.Mode&0o777 != 0o644 || st.Uid != 0 {
+		t.Errorf("after refused changes: mode %o uid %d", st.Mode&0o777, st.Uid)
+	}
+
+	v.remount(Config{UID: 0, GID: 0, Umask: 0o022, IgnoreChmod: true})
+	f = v.path("f")
+	if err := os.Chmod(f, 0o600); err != nil {
+		t.Errorf("chmod with IgnoreChmod: %v", err)
+	}
+	if err := os.Chown(f, 42, 42); err != nil {
+		t.Errorf("chown with IgnoreChmod: %v", err)
+	}
+	if st := stat(t, f); st.Mode&0o777 != 0o644 || st.Uid != 0 {
+		t.Errorf("IgnoreChmod changed what is shown: mode %o uid %d", st.Mode&0o777, st.Uid)
+	}
+}
+
+func TestLinkCounts(t *testing.T) {
+	v := newTestVolume(t, Config{})
+	for _, d := range []string{"a", "a/b", "a/c", "a/c/d"} {
+		if err := os.Mkdir(v.path(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(v.path("a/f"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(v.path("a/f"), v.path("a/b/g")); err != nil {
+		t.Fatal(err)
+	}
+	if n := stat(t, v.path("a")).Nlink; n != 4 {
+		t.Errorf("a has 2 subdirectories: nlink %d, want 4", n)
+	}
+	if n := stat(t, v.path("a/b")).Nlink; n != 2 {
+		t.Errorf("a/b has no subdirectories: nlink %d, want 2", n)
+	}
+	f, g := stat(t, v.path("a/f")), stat(t, v.path("a/b/g"))
+	if f.Nlink != 2 || f.Ino != g.Ino {
+		t.Errorf("hard links: nlink %d ino %d/%d, want 2 and equal inodes", f.Nlink, f.Ino, g.Ino)
+	}
+	if err := os.Remove(v.path("a/f")); err != nil {
+		t.Fatal(err)
+	}
+	if n := stat(t, v.path("a/b/g")).Nlink; n != 1 {
+		t.Errorf("after unlinking one name: nlink %d, want 1", n)
+	}
+	v.remount(Config{})
+	if n := stat(t, v.path("a")).Nlink; n != 4 {
+		t.Errorf("after remount: a nlink %d, want 4", n)
+	}
+	if b, err := os.ReadFile(v.path("a/b/g")); err != nil || string(b) != "data" {
+		t.Errorf("after remount: a/b/g = %q, %v", b, err)
+	}
+}
+
+func TestTimesAndTruncatePersist(t *testing.T) {
+	v := newTestVolume(t, Config{})
+	f := v.path("f")
+	if err := os.WriteFile(f, []byte("0123456789"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mtime := time.Date(2021, 3, 4, 5, 6, 7, 123456789, time.UTC)
+	atime := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := os.Chtimes(f, atime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(f, 4); err != nil {
+		t.Fatal(err)
+	}
+	// Truncating sets mtime to now (POSIX); set it again to check the value.
+	if err := os.Chtimes(f, atime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	v.remount(Config{})
+	st := stat(t, v.path("f"))
+	got := time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
+	// TFS keeps 32.32 fixed-point seconds: a nanosecond or so of rounding.
+	if d := got.Sub(mtime); d < -time.Microsecond || d > time.Microsecond {
+		t.Errorf("mtime %v, want %v", got, mtime)
+	}
+	if st.Ctim != st.Mtim {
+		t.Errorf("ctime %v differs from mtime %v", st.Ctim, st.Mtim)
+	}
+	if b, err := os.ReadFile(v.path("f")); err != nil || string(b) != "0123" {
+		t.Errorf("after truncate to 4: %q, %v", b, err)
+	}
+	if err := os.Truncate(v.path("f"), 8); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(v.path("f")); err != nil || string(b) != "0123\x00\x00\x00\x00" {
+		t.Errorf("truncate down then up must read zeros: %q, %v", b, err)
+	}
+}
+
+func TestStatfsReportsVolume(t *testing.T) {
+	v := newTestVolume(t, Config{})
+	var before unix.Statfs_t
+	if err := unix.Statfs(v.dir, &before); err != nil {
+		t.Fatal(err)
+	}
+	if before.Bsize != 512 || before.Blocks == 0 || before.Blocks > 64<<20/512 || before.Bfree > before.Blocks {
+		t.Fatalf("statfs: bsize %d blocks %d free %d", before.Bsize, before.Blocks, before.Bfree)
+	}
+	if before.Namelen != 255 {
+		t.Errorf("namelen %d, want 255", before.Namelen)
+	}
+	data := make([]byte, 4<<20)
+	if err := os.WriteFile(v.path("big"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(v.path("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var after unix.Statfs_t
+	if err := unix.Statfs(v.dir, &after); err != nil {
+		t.Fatal(err)
+	}
+	if used := int64(before.Bfree) - int64(after.Bfree); used < 4<<20/512 {
+		t.Errorf("writing 4 MiB used %d blocks, want at least %d", used, 4<<20/512)
+	}
+}

@@ -1,0 +1,23 @@
+// Package fusefs owns the FUSE presentation of a TFS volume: go-fuse node and
+// file-handle types that turn kernel requests into tfs.FS calls, the
+// synthesis of owner, mode and link counts that TFS does not store, the
+// mapping of tfs errors to errno values, and the kernel cache policy
+// (entry and attribute timeouts, page cache kept across opens).
+//
+// It may import tfs and go-fuse only. Every method here runs in a FUSE
+// thread (syscall context) and may block on tfs; none holds a lock of this
+// package while calling tfs or while sending a kernel notification, and
+// there is no global lock: tfs does its own locking, so requests on
+// different files, and reads of one file, run in parallel.
+//
+// Presentation decisions (see docs/nanos-fs-semantics-notes.md):
+//   - Owner is Config.UID/GID. Directories are 0777&^umask, regular files
+//     0666&^umask plus 0111&^umask when the file carries TFS's exec flag,
+//     minus write bits when it carries readonly; symlinks 0777; sockets
+//     0444&^umask.
+//   - chmod/chown succeed only when they would not change what stat shows
+//     (EPERM otherwise) unless Config.IgnoreChmod; nothing is persisted.
+//   - st_nlink: files and symlinks show the link count, directories
+//     2 + number of subdirectories; ctime shows mtime.
+//   - Only the user.* xattr namespace is served; others give EOPNOTSUPP.
+package fusefs

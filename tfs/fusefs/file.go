@@ -1,0 +1,218 @@
+package fusefs
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tfsmount/tfsmount/tfs"
+)
+
+// handle is one open file description. Its flags never change after open.
+type handle struct {
+	// direct is true for O_DIRECT opens: reads and writes bypass the
+	// kernel page cache (FOPEN_DIRECT_IO).
+	direct bool
+}
+
+// openFlags decides the kernel caching of a new handle. Cached handles keep
+// the kernel's page cache from earlier opens (FOPEN_KEEP_CACHE): every
+// change to file data goes through this mount, and the kernel invalidates
+// its own cache for truncate, punch hole and copy_file_range; the one
+// change it does not see, a write through a direct handle, is invalidated
+// by write(). O_DIRECT handles get FOPEN_DIRECT_IO, with parallel writes.
+func (n *node) openFlags(flags uint32) (*handle, uint32) {
+	if flags&syscall.O_DIRECT != 0 {
+		return &handle{direct: true}, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_PARALLEL_DIRECT_WRITES
+	}
+	n.cachedOpens.Add(1)
+	return &handle{}, fuse.FOPEN_KEEP_CACHE
+}
+
+func wantsWrite(flags uint32) bool {
+	return flags&syscall.O_ACCMODE == syscall.O_WRONLY || flags&syscall.O_ACCMODE == syscall.O_RDWR
+}
+
+var _ = (fs.NodeOpener)((*node)(nil))
+
+// Open refuses writing to files TFS marks readonly (as Nanos does) and
+// applies O_TRUNC, which arrives here (CAP_ATOMIC_O_TRUNC). O_APPEND needs
+// nothing: the kernel sends writes at the end of the file.
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	m := n.m
+	a := m.fs.Getattr(n.tn)
+	if a.Kind == tfs.KindSocket {
+		return nil, 0, syscall.ENXIO
+	}
+	if wantsWrite(flags) && a.ReadOnly {
+		return nil, 0, syscall.EACCES
+	}
+	if flags&syscall.O_TRUNC != 0 && wantsWrite(flags) && a.Size != 0 {
+		if err := m.fs.Truncate(n.tn, 0); err != nil {
+			return nil, 0, m.toErrno("open O_TRUNC", err)
+		}
+	}
+	m.fs.Open(n.tn)
+	h, fuseFlags := n.openFlags(flags)
+	return h, fuseFlags, 0
+}
+
+var _ = (fs.NodeCreater)((*node)(nil))
+
+// Create makes (or with O_EXCL unset, may open) a regular file. The mode
+// is not stored; the file shows 0666&^umask.
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	m := n.m
+	if errno := checkName(name); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	tn, err := m.fs.Create(n.tn, name, flags&syscall.O_EXCL != 0)
+	if err != nil {
+		return nil, nil, 0, m.toErrno("create", err)
+	}
+	if flags&syscall.O_TRUNC != 0 {
+		if a := m.fs.Getattr(tn); a.Size != 0 {
+			if a.ReadOnly {
+				return nil, nil, 0, syscall.EACCES
+			}
+			if err := m.fs.Truncate(tn, 0); err != nil {
+				return nil, nil, 0, m.toErrno("create O_TRUNC", err)
+			}
+		}
+	}
+	m.fs.Open(tn)
+	inode := n.newChild(ctx, tn, out)
+	child := inode.Operations().(*node)
+	h, fuseFlags := child.openFlags(flags)
+	return inode, h, fuseFlags, 0
+}
+
+var _ = (fs.NodeReleaser)((*node)(nil))
+
+// Release ends a handle; the last release of an unlinked file frees its
+// blocks (tfs keeps them until then).
+func (n *node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	if h, ok := f.(*handle); ok && !h.direct {
+		n.cachedOpens.Add(-1)
+	}
+	n.m.fs.Release(n.tn)
+	return 0
+}
+
+var _ = (fs.NodeFlusher)((*node)(nil))
+
+// Flush (each close) writes nothing: data reaches the image by writeback
+// within the tfs writeback delay, on fsync, and at unmount. Making close
+// durable would cost a device flush per close, which Nanos does not do.
+func (n *node) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	return 0
+}
+
+var _ = (fs.NodeReader)((*node)(nil))
+
+func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	k, err := n.m.fs.Read(n.tn, dest, off)
+	if err != nil && k == 0 {
+		return nil, n.m.toErrno("read", err)
+	}
+	return fuse.ReadResultData(dest[:k]), 0
+}
+
+var _ = (fs.NodeWriter)((*node)(nil))
+
+func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	k, err := n.m.fs.Write(n.tn, data, off)
+	if h, ok := f.(*handle); ok && h.direct && k > 0 && n.cachedOpens.Load() > 0 {
+		// Other handles may hold the old bytes in the kernel page cache.
+		// Notify from another goroutine: the kernel may be waiting for
+		// this reply while holding page locks the invalidation needs.
+		go n.NotifyContent(off, int64(k))
+	}
+	if err != nil && k == 0 {
+		return 0, n.m.toErrno("write", err)
+	}
+	return uint32(k), 0
+}
+
+var _ = (fs.NodeAllocater)((*node)(nil))
+
+// Allocate serves the fallocate modes TFS has: 0, KEEP_SIZE and
+// PUNCH_HOLE|KEEP_SIZE. Others (ZERO_RANGE, COLLAPSE, INSERT, ...) are
+// EOPNOTSUPP, which tools take as "not supported here".
+func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	switch mode {
+	case 0, tfs.FallocKeepSize, tfs.FallocPunchHole | tfs.FallocKeepSize:
+	default:
+		return syscall.EOPNOTSUPP
+	}
+	if off > 1<<62 || size > 1<<62 {
+		return syscall.EFBIG
+	}
+	return n.m.toErrno("fallocate", n.m.fs.Fallocate(n.tn, mode, int64(off), int64(size)))
+}
+
+var _ = (fs.NodeLseeker)((*node)(nil))
+
+// Lseek answers SEEK_DATA and SEEK_HOLE (the only whence values the kernel
+// forwards) from the extent map.
+func (n *node) Lseek(ctx context.Context, f fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if off > 1<<62 {
+		return 0, syscall.ENXIO
+	}
+	pos, err := n.m.fs.Seek(n.tn, int64(off), int(whence))
+	if err != nil {
+		return 0, n.m.toErrno("lseek", err)
+	}
+	return uint64(pos), 0
+}
+
+var _ = (fs.NodeCopyFileRanger)((*node)(nil))
+
+// copyChunk bounds the buffer of one CopyFileRange step.
+const copyChunk = 1 << 20
+
+// CopyFileRange copies inside the daemon, sparing the caller two trips
+// through the kernel. TFS has no shared extents, so the data is copied.
+func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode, fhOut fs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
+	if flags != 0 {
+		return 0, syscall.EINVAL
+	}
+	dst, ok := out.Operations().(*node)
+	if !ok {
+		return 0, syscall.EXDEV
+	}
+	if offIn > 1<<62 || offOut > 1<<62 {
+		return 0, syscall.EFBIG
+	}
+	// The reply counts bytes in 32 bits; the kernel asks again for the rest.
+	length = min(length, 1<<30)
+	buf := make([]byte, min(length, copyChunk))
+	var done uint64
+	for done < length {
+		want := min(length-done, uint64(len(buf)))
+		k, err := n.m.fs.Read(n.tn, buf[:want], int64(offIn+done))
+		if err != nil && k == 0 {
+			if done > 0 {
+				break
+			}
+			return 0, n.m.toErrno("copy_file_range read", err)
+		}
+		if k == 0 {
+			break
+		}
+		w, err := dst.m.fs.Write(dst.tn, buf[:k], int64(offOut+done))
+		done += uint64(max(w, 0))
+		if err != nil {
+			if done > 0 {
+				break
+			}
+			return 0, n.m.toErrno("copy_file_range write", err)
+		}
+		if k < int(want) {
+			break
+		}
+	}
+	return uint32(done), 0
+}

@@ -1,0 +1,128 @@
+package fusefs
+
+import (
+	"fmt"
+	"log"
+	"sync/atomic"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tfsmount/tfsmount/tfs"
+)
+
+// Config is how a volume is presented.
+type Config struct {
+	UID, GID uint32 // owner shown for every node
+	Umask    uint32 // permission bits removed from the synthesized modes
+	// IgnoreChmod makes chmod and chown succeed without effect even when
+	// they ask for something TFS cannot store (for cp -p, rsync -a).
+	IgnoreChmod bool
+	// AttrTimeout and EntryTimeout are how long the kernel may trust
+	// attributes and names without asking again. Every change goes
+	// through this mount (the image is locked), so the kernel's own
+	// invalidation keeps them right; zero means one second.
+	AttrTimeout, EntryTimeout time.Duration
+	// Logf receives problems that the kernel only sees as EIO. Nil: discard.
+	Logf func(format string, args ...any)
+}
+
+// MountOptions are the FUSE-level settings of a mount.
+type MountOptions struct {
+	FsName       string      // the mount source shown by df/findmnt: the IMAGE argument as given
+	AllowOther   bool        // let users other than the mounter access the mount
+	KernelOpts   []string    // passed to the kernel as -o (default_permissions, ro, ...)
+	Debug        bool        // log every FUSE request
+	MaxReadAhead int         // 0: 1 MiB
+	Logger       *log.Logger // go-fuse's diagnostics and debug lines (nil: standard logger)
+}
+
+// mount is the state every node of one mount shares. It is immutable after
+// NewRoot except for the statistics counters, which are atomic.
+type mount struct {
+	fs  *tfs.FS
+	cfg Config
+	// errors counts requests answered with EIO because of an unexpected error.
+	errors atomic.Int64
+}
+
+func (m *mount) logf(format string, args ...any) {
+	m.errors.Add(1)
+	if m.cfg.Logf != nil {
+		m.cfg.Logf(format, args...)
+	}
+}
+
+// NewRoot returns the root node of a FUSE tree serving fsys.
+func NewRoot(fsys *tfs.FS, cfg Config) fs.InodeEmbedder {
+	if cfg.AttrTimeout == 0 {
+		cfg.AttrTimeout = time.Second
+	}
+	if cfg.EntryTimeout == 0 {
+		cfg.EntryTimeout = time.Second
+	}
+	m := &mount{fs: fsys, cfg: cfg}
+	return &node{m: m, tn: fsys.Root()}
+}
+
+// Mount serves the tree of root (from NewRoot) at dir and returns once the
+// kernel has the mount. The caller runs server.Wait() and, after it
+// returns, closes the tfs.FS.
+func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*fuse.Server, error) {
+	r, ok := root.(*node)
+	if !ok {
+		return nil, fmt.Errorf("mount %s: root %T was not made by NewRoot", dir, root)
+	}
+	if mo.MaxReadAhead == 0 {
+		mo.MaxReadAhead = 1 << 20
+	}
+	opts := &fs.Options{
+		EntryTimeout: &r.m.cfg.EntryTimeout,
+		AttrTimeout:  &r.m.cfg.AttrTimeout,
+		// Modes are synthesized here; a computed 0 (umask=0777) must stay 0.
+		NullPermissions: true,
+		RootStableAttr:  &fs.StableAttr{Ino: r.m.fs.Getattr(r.tn).Ino},
+		Logger:          mo.Logger,
+		MountOptions: fuse.MountOptions{
+			// The source shown in /proc/self/mountinfo is the image path
+			// exactly as given: findmnt -S IMAGE and umount IMAGE rely on it.
+			FsName: mo.FsName,
+			// No subtype, so df -T reports plain "fuse" (xfstests checks it).
+			Name:       "",
+			AllowOther: mo.AllowOther,
+			Options:    mo.KernelOpts,
+			// 1 MiB requests: fewer round trips for streaming I/O; tfs
+			// handles any size.
+			MaxWrite:     1 << 20,
+			MaxReadAhead: mo.MaxReadAhead,
+			// Enough requests in flight for the device queue to fill.
+			MaxBackground: 64,
+			// Mount with mount(2) when root, avoiding a fusermount3 exec;
+			// go-fuse falls back to fusermount3 otherwise.
+			DirectMount: true,
+			// O_TRUNC arrives with OPEN instead of a separate SETATTR.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			Debug:             mo.Debug,
+			Logger:            mo.Logger,
+			// Symlink targets never change after creation.
+			EnableSymlinkCaching: true,
+			// Locks are kept by the kernel for the local mount.
+			EnableLocks: false,
+		},
+	}
+	server, err := fs.Mount(dir, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s on %s: %w", mo.FsName, dir, err)
+	}
+	return server, nil
+}
+
+// Errors returns how many requests failed with EIO for an unexpected
+// reason since the mount started (each was logged).
+func Errors(root fs.InodeEmbedder) int64 {
+	if n, ok := root.(*node); ok {
+		return n.m.errors.Load()
+	}
+	return 0
+}

@@ -1,0 +1,170 @@
+package fusefs
+
+import (
+	"context"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tfsmount/tfsmount/tfs"
+)
+
+// node is one TFS node in the kernel's view. Hard links share one tfs.Node
+// and one inode number, so go-fuse gives them one node.
+//
+// Invariant: tn never changes; the node's file type (StableAttr.Mode) is
+// the type of tn, which TFS never changes either.
+type node struct {
+	fs.Inode
+	m  *mount
+	tn *tfs.Node
+	// cachedOpens counts open handles that use the kernel page cache; a
+	// direct-I/O write invalidates the cache only when there are some.
+	cachedOpens atomic.Int32
+}
+
+// kindMode is the S_IF* type bits of k.
+func kindMode(k tfs.Kind) uint32 {
+	switch k {
+	case tfs.KindDir:
+		return syscall.S_IFDIR
+	case tfs.KindSymlink:
+		return syscall.S_IFLNK
+	case tfs.KindSocket:
+		return syscall.S_IFSOCK
+	}
+	return syscall.S_IFREG
+}
+
+// permBits is the permission part of the mode shown for a node with a.
+func (m *mount) permBits(a *tfs.Attr) uint32 {
+	mask := m.cfg.Umask & 0777
+	switch a.Kind {
+	case tfs.KindDir:
+		return 0777 &^ mask
+	case tfs.KindSymlink:
+		return 0777
+	case tfs.KindSocket:
+		return 0444 &^ mask
+	}
+	p := uint32(0666)
+	if a.Exec {
+		p |= 0111
+	}
+	if a.ReadOnly {
+		p &^= 0222
+	}
+	return p &^ mask
+}
+
+// fillAttr writes what stat shows of tn into out.
+func (m *mount) fillAttr(tn *tfs.Node, out *fuse.Attr) {
+	a := m.fs.Getattr(tn)
+	out.Ino = a.Ino
+	out.Mode = kindMode(a.Kind) | m.permBits(&a)
+	out.Size = uint64(max(a.Size, 0))
+	out.Blocks = uint64(max(a.Blocks, 0))
+	out.Blksize = 4096
+	// tfs counts 2 + subdirectories for directories, and links for the
+	// rest (0 for an unlinked file that is still open).
+	out.Nlink = a.Nlink
+	out.Uid = m.cfg.UID
+	out.Gid = m.cfg.GID
+	atime, mtime := orEpoch(a.Atime), orEpoch(a.Mtime)
+	// TFS has no ctime; the notes choose mtime, the closest in meaning.
+	out.SetTimes(&atime, &mtime, &mtime)
+}
+
+// newChild returns the kernel node for tn, a child of n, and fills out.
+func (n *node) newChild(ctx context.Context, tn *tfs.Node, out *fuse.EntryOut) *fs.Inode {
+	n.m.fillAttr(tn, &out.Attr)
+	child := &node{m: n.m, tn: tn}
+	return n.NewInode(ctx, child, fs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT, Ino: out.Attr.Ino})
+}
+
+var _ = (fs.NodeGetattrer)((*node)(nil))
+
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.m.fillAttr(n.tn, &out.Attr)
+	return 0
+}
+
+var _ = (fs.NodeSetattrer)((*node)(nil))
+
+// Setattr changes size and times. Mode and owner cannot be stored: a
+// request that would leave them as shown succeeds, anything else is
+// EPERM (or ignored with Config.IgnoreChmod). All checks come before the
+// first change, so a refused request changes nothing.
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	m := n.m
+	if !m.cfg.IgnoreChmod {
+		a := m.fs.Getattr(n.tn)
+		if mode, ok := in.GetMode(); ok && mode&07777 != m.permBits(&a) {
+			return syscall.EPERM
+		}
+		if uid, ok := in.GetUID(); ok && uid != m.cfg.UID {
+			return syscall.EPERM
+		}
+		if gid, ok := in.GetGID(); ok && gid != m.cfg.GID {
+			return syscall.EPERM
+		}
+	}
+	if size, ok := in.GetSize(); ok {
+		if size > 1<<62 {
+			return syscall.EFBIG
+		}
+		if err := m.fs.Truncate(n.tn, int64(size)); err != nil {
+			return m.toErrno("truncate", err)
+		}
+	}
+	atime, aok := in.GetATime()
+	mtime, mok := in.GetMTime()
+	if aok || mok {
+		var ap, mp = &atime, &mtime
+		if !aok {
+			ap = nil
+		}
+		if !mok {
+			mp = nil
+		}
+		if err := m.fs.SetTimes(n.tn, ap, mp); err != nil {
+			return m.toErrno("utimens", err)
+		}
+	}
+	m.fillAttr(n.tn, &out.Attr)
+	return 0
+}
+
+var _ = (fs.NodeStatfser)((*node)(nil))
+
+// Statfs reports space in TFS's 512-byte blocks. TFS has no inode table,
+// so the inode counts are zero (df -i shows "-").
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	st := n.m.fs.StatFS()
+	bs := st.BlockSize
+	if bs == 0 {
+		bs = 512
+	}
+	out.Bsize = bs
+	out.Frsize = bs
+	out.Blocks = st.Blocks
+	out.Bfree = st.Free
+	out.Bavail = st.Free
+	out.NameLen = st.NameMax
+	if out.NameLen == 0 {
+		out.NameLen = 255
+	}
+	return 0
+}
+
+// orEpoch maps the zero Time (a node without a timestamp, as mkfs-made
+// images have) to 1970, which is what Nanos reads for it.
+func orEpoch(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Unix(0, 0)
+	}
+	return t
+}

@@ -1,0 +1,303 @@
+package tfs
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/tfsmount/tfsmount/blockdev"
+)
+
+// Appending to the log the way Nanos does (tfs-format.md §2.5, §2.7, §2.8).
+// Records are staged into in-memory copies of the extensions and written by
+// a flush; the object graph is updated at staging time.
+
+const (
+	linkMax      = 21 // LOG_EXTENSION_LINK with two 10-byte varints
+	hdrMax       = 21 // a record type byte and two 10-byte varints
+	minChunkRoom = hdrMax + 32
+
+	// Compaction policy (§2.9).
+	compactObsolete = 8192
+)
+
+// extWrite is a byte range of an extension image waiting to be written.
+type extWrite struct {
+	ext      extension
+	buf      []byte
+	from, to int
+}
+
+// logWriter appends records to the log.
+//
+// Invariant: buf is the image of the current extension ext, buf[used] is
+// the END_OF_LOG byte once anything is staged, and bytes [dirtyFrom, used]
+// differ from what is on disk; done holds older extensions (ending with
+// their link) still to be written.
+type logWriter struct {
+	fs        *FS
+	enc       *encoder
+	ext       extension
+	buf       []byte
+	used      int
+	dirtyFrom int // -1: nothing staged in buf
+	done      []extWrite
+	chain     []extension // the log's extensions in order, block 0 first
+	session   bool // END_OF_SEGMENT already placed in this session
+	// Pre-reserved 1024-block areas (§2.8), in memory only: the next log
+	// extension and the first extension of a compacted log. 0 = none.
+	nextArea, compactArea uint64
+	entries, obsolete     uint64
+	err                   error // sticky write error, reported by the next sync
+}
+
+func newLogWriter(fs *FS) *logWriter {
+	l := fs.log
+	w := &logWriter{fs: fs, enc: encoderFrom(l.dec), ext: l.last(), buf: l.lastBuf, used: l.endPos, dirtyFrom: -1,
+		entries: l.dec.entries, obsolete: l.dec.obsolete, chain: append([]extension(nil), l.exts...)}
+	w.ensureAreas()
+	return w
+}
+
+func (w *logWriter) idle() bool { return w.dirtyFrom < 0 && len(w.done) == 0 }
+
+// ensureLogAreas reserves the two pre-reserved log areas if missing and
+// reports whether both are held.
+func (fs *FS) ensureLogAreas() bool {
+	if fs.w == nil {
+		return false
+	}
+	return fs.w.ensureAreas()
+}
+
+func (w *logWriter) ensureAreas() bool {
+	if w.nextArea == 0 {
+		if s, ok := w.fs.free.Alloc(extBlocks); ok {
+			w.nextArea = s
+		}
+	}
+	if w.compactArea == 0 {
+		if s, ok := w.fs.free.Alloc(extBlocks); ok {
+			w.compactArea = s
+		}
+	}
+	return w.nextArea != 0 && w.compactArea != 0
+}
+
+// logReserveShortfall is how many blocks of the 2×1024 log reserve are not
+// held in pre-reserved areas and must be kept free by data allocation.
+func (fs *FS) logReserveShortfall() uint64 {
+	if fs.w == nil {
+		return 0
+	}
+	var s uint64
+	if fs.w.nextArea == 0 {
+		s += extBlocks
+	}
+	if fs.w.compactArea == 0 {
+		s += extBlocks
+	}
+	return s
+}
+
+func extensionHeader(size uint64) []byte {
+	b := append([]byte(magic), 5)
+	return putVarint(b, size)
+}
+
+// extend links the current extension to a new one and continues there.
+func (w *logWriter) extend() error {
+	fs := w.fs
+	start := w.nextArea
+	w.nextArea = 0
+	if start == 0 {
+		s, ok := fs.free.Alloc(extBlocks)
+		if !ok {
+			return errnoErr("no free blocks for a new log extension", errENOSPC)
+		}
+		start = s
+	}
+	w.ensureAreas()
+	if w.dirtyFrom < 0 {
+		w.dirtyFrom = w.used
+	}
+	b := append(w.buf[:w.used], recLink)
+	b = putVarint(b, start)
+	b = putVarint(b, extBlocks)
+	b = append(b, recEndOfLog)
+	w.done = append(w.done, extWrite{ext: w.ext, buf: w.buf, from: w.dirtyFrom, to: len(b)})
+	w.ext = extension{start: start, nblocks: extBlocks, version: 5}
+	w.buf = make([]byte, extBlocks*blockSize)
+	w.used = copy(w.buf, extensionHeader(extBlocks))
+	w.buf[w.used] = recEndOfLog
+	w.dirtyFrom = 0
+	w.session = true
+	w.chain = append(w.chain, w.ext)
+	return nil
+}
+
+// stage frames one encoded entry into the log.
+func (w *logWriter) stage(entry []byte) error {
+	if !w.session {
+		w.session = true
+		if w.ext.version != 5 {
+			// Nanos never appends v4 records: start a v5 extension.
+			if err := w.extend(); err != nil {
+				return err
+			}
+		} else {
+			// The old END_OF_LOG becomes END_OF_SEGMENT (§2.7).
+			w.buf[w.used] = recEndOfSegment
+			w.dirtyFrom = w.used
+			w.used++
+		}
+	}
+	if w.dirtyFrom < 0 {
+		w.dirtyFrom = w.used
+	}
+	total := uint64(len(entry))
+	first := true
+	for len(entry) > 0 || first {
+		size := len(w.buf)
+		if w.used+linkMax+minChunkRoom >= size {
+			if err := w.extend(); err != nil {
+				return err
+			}
+			size = len(w.buf)
+		}
+		n := min(len(entry), size-w.used-linkMax-hdrMax)
+		b := w.buf[:w.used]
+		if first {
+			b = append(b, recAvailable)
+			b = putVarint(b, total)
+		} else {
+			b = append(b, recExtended)
+		}
+		b = putVarint(b, uint64(n))
+		b = append(b, entry[:n]...)
+		entry = entry[n:]
+		w.used = len(b)
+		first = false
+	}
+	w.buf[w.used] = recEndOfLog
+	return nil
+}
+
+// write writes every staged byte range, newest extension first so that a
+// link never reaches the disk before the extension it points to.
+func (w *logWriter) write() error {
+	if w.err != nil {
+		return w.err
+	}
+	writes := w.done
+	if w.dirtyFrom >= 0 {
+		writes = append(writes, extWrite{ext: w.ext, buf: w.buf, from: w.dirtyFrom, to: w.used + 1})
+	}
+	for i := len(writes) - 1; i >= 0; i-- {
+		x := writes[i]
+		from := x.from / blockSize * blockSize
+		to := min((x.to+blockSize-1)/blockSize*blockSize, len(x.buf))
+		if err := blockdev.WriteAt(w.fs.dev, x.buf[from:to], int64(x.ext.start)*blockSize+int64(from)); err != nil {
+			w.err = fmt.Errorf("write log extension at block %d: %w", x.ext.start, err)
+			return w.err
+		}
+	}
+	w.done = nil
+	w.dirtyFrom = -1
+	return nil
+}
+
+// logEntry encodes and stages a whole entry built by f.
+func (fs *FS) logEntry(f func(e *encoder, b []byte) []byte) error {
+	if fs.w == nil {
+		return errnoErr("read-only mount", errEROFS)
+	}
+	b := f(fs.w.enc, make([]byte, 0, 64))
+	return fs.w.stage(b)
+}
+
+// logEAV stages EAV(target, name, v) and applies it to the graph. A target
+// the log does not know (an unlinked file dropped by a compaction) is
+// unreachable on disk, so only memory changes.
+func (fs *FS) logEAV(target *tuple, name string, v value, shallow bool) error {
+	old, had := target.attrs[name]
+	if v == nil {
+		delete(target.attrs, name)
+	} else {
+		target.attrs[name] = v
+	}
+	w := fs.w
+	if w == nil || !w.enc.has(target) {
+		return nil
+	}
+	w.entries++
+	if v == nil {
+		w.obsolete += 2
+	} else if had && old != nil {
+		w.obsolete++
+	}
+	if err := fs.logEntry(func(e *encoder, b []byte) []byte { return e.eav(b, target, name, v, shallow) }); err != nil {
+		// Keep memory and log in step: undo the change.
+		if had {
+			target.attrs[name] = old
+		} else {
+			delete(target.attrs, name)
+		}
+		return err
+	}
+	return nil
+}
+
+// flush makes the state durable: data first (the cache writes back and
+// commits extents), then pending attributes and the log, then a device
+// flush. full also waits for the device flush even if nothing was staged.
+func (fs *FS) flush(full bool) error {
+	if fs.ro {
+		return nil
+	}
+	derr := fs.data.sync()
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.w == nil {
+		return derr
+	}
+	aerr := fs.stageDirtyLocked()
+	staged := !fs.w.idle()
+	werr := fs.w.write()
+	var ferr error
+	if staged || full {
+		ferr = blockdev.Flush(fs.dev)
+	}
+	if err := errors.Join(derr, aerr, werr, ferr); err != nil {
+		return err
+	}
+	if fs.w.obsolete >= compactObsolete && fs.w.entries <= 2*fs.w.obsolete {
+		return fs.compactLocked()
+	}
+	return nil
+}
+
+// stageDirtyLocked logs the sizes and times that changed in memory only.
+func (fs *FS) stageDirtyLocked() error {
+	var errs []error
+	for n := range fs.dirty {
+		if n.kind == KindFile && n.size != n.loggedSize {
+			if err := fs.logEAV(n.t, "filelength", intOf(uint64(n.size)), false); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			n.loggedSize = n.size
+		}
+		if n.timesDirty {
+			n.timesDirty = false
+			for _, a := range []string{"mtime", "atime"} {
+				if v, ok := n.t.attrs[a]; ok {
+					if err := fs.logEAV(n.t, a, v, false); err != nil {
+						errs = append(errs, err)
+					}
+				}
+			}
+		}
+		delete(fs.dirty, n)
+	}
+	return errors.Join(errs...)
+}

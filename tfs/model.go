@@ -1,0 +1,322 @@
+package tfs
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tfsmount/tfsmount/heap"
+)
+
+// The metadata model (tfs-format.md §4, §5): filesystem nodes built over
+// the decoded tuple graph. The tuples stay the source of truth for what is
+// written (unknown attributes, e.g. the root's unikernel configuration, are
+// kept as they are); Node caches what the FS API needs.
+
+// Node is one file, directory, symlink or socket. It is stable for the
+// mount; hard links share one Node.
+type Node struct {
+	t      *tuple
+	ino    uint64
+	kind   Kind
+	parent *Node // directories: the directory holding it (root: itself)
+	links  int   // directory entries referencing it, in memory
+
+	// Regular files.
+	exts       []*extent // sorted by file block, disjoint in file space
+	size       int64     // current size
+	loggedSize int64     // size as the log (staged or written) has it
+	opens      int
+	fd         fileData // the file's pagecache node, made on first use
+	resv       blockSet // file blocks reserved for delayed allocation
+	// timesDirty: mtime/atime changed in memory and not yet logged.
+	timesDirty bool
+}
+
+// extent maps file blocks [fblock, fblock+length) to volume blocks
+// [dblock, dblock+length); it owns [dblock, dblock+allocated).
+//
+// Invariant: 0 < length <= allocated; logged extents are in the log under
+// key = decimal fblock in the file's extents tuple (t is their tuple).
+type extent struct {
+	fblock, dblock    uint64
+	length, allocated uint64
+	uninited          bool
+	t                 *tuple // nil until logged
+	// pending: allocated at write-back, data not yet written; not logged.
+	pending bool
+	// grown: blocks were added in place and the new length/allocated are
+	// not logged yet (logged holds the length the log has).
+	logged uint64
+}
+
+func (e *extent) end() uint64 { return e.fblock + e.length }
+
+// problem is one inconsistency found while building the model.
+type problem struct {
+	Where string
+	What  string
+}
+
+func (p problem) String() string { return p.Where + ": " + p.What }
+
+const maxNameLen = 255
+
+// checkName validates an entry name the way Nanos path resolution and
+// Linux need it. The error wraps the errno to return.
+func checkName(name string) error {
+	switch {
+	case name == "" || name == "." || name == "..":
+		return errnoErr(fmt.Sprintf("name %q is reserved", name), errEINVAL)
+	case strings.ContainsAny(name, "/\x00"):
+		return errnoErr(fmt.Sprintf("name %q contains '/' or NUL", name), errEINVAL)
+	case len(name) > maxNameLen:
+		return errnoErr(fmt.Sprintf("name of %d bytes is longer than %d", len(name), maxNameLen), errENAMETOOLONG)
+	case !utf8.ValidString(name):
+		return errnoErr(fmt.Sprintf("name %q is not valid UTF-8", name), errEINVAL)
+	}
+	return nil
+}
+
+// builder walks the tuple graph from the root and creates the nodes.
+type builder struct {
+	fs       *FS
+	used     *heap.Ranges
+	problems []problem
+	dirs     map[*tuple]bool
+}
+
+func (b *builder) add(where, format string, args ...any) {
+	if len(b.problems) < 10000 {
+		b.problems = append(b.problems, problem{where, fmt.Sprintf(format, args...)})
+	}
+}
+
+func kindOf(t *tuple) Kind {
+	if c, ok := t.attrs["children"]; ok {
+		if _, ok := c.(*tuple); ok {
+			return KindDir
+		}
+	}
+	if _, ok := t.attrs["linktarget"]; ok {
+		return KindSymlink
+	}
+	if _, ok := t.attrs["socket"]; ok {
+		return KindSocket
+	}
+	return KindFile
+}
+
+// build creates the node tree under root, reserving file extents in used.
+func (b *builder) build(rootT *tuple) *Node {
+	root := b.fs.newNode(rootT, KindDir)
+	root.parent = root
+	root.links = 1
+	b.dirs = map[*tuple]bool{rootT: true}
+	// Iterative depth-first walk: directory depth is bounded only by the log.
+	type item struct {
+		dir  *Node
+		path string
+	}
+	stack := []item{{root, "/"}}
+	for len(stack) > 0 {
+		it := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		children := it.dir.t.attrs["children"].(*tuple)
+		names := make([]string, 0, len(children.attrs))
+		for name := range children.attrs {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			path := it.path + name
+			if err := checkName(name); err != nil {
+				b.add(it.path, "entry skipped: %v", err)
+				continue
+			}
+			ct, ok := children.attrs[name].(*tuple)
+			if !ok {
+				b.add(path, "entry is a %T, not a tuple", children.attrs[name])
+				continue
+			}
+			if ct.node != nil {
+				n := ct.node
+				if n.kind == KindDir {
+					b.add(path, "directory already appears at another place (a cycle, or two parents)")
+					continue
+				}
+				n.links++
+				continue
+			}
+			k := kindOf(ct)
+			if _, bad := ct.attrs["children"]; bad && k != KindDir {
+				b.add(path, "children is not a tuple")
+			}
+			n := b.fs.newNode(ct, k)
+			n.links = 1
+			switch k {
+			case KindDir:
+				if _, both := ct.attrs["extents"]; both {
+					b.add(path, "has both children and extents; treated as a directory")
+				}
+				n.parent = it.dir
+				stack = append(stack, item{n, path + "/"})
+			case KindSymlink:
+				if _, ok := textOf(ct.attrs["linktarget"]); !ok {
+					b.add(path, "linktarget is a %T, not a string", ct.attrs["linktarget"])
+				}
+			case KindFile:
+				b.file(n, path)
+			}
+		}
+	}
+	return root
+}
+
+// file loads a regular file's length and extents.
+func (b *builder) file(n *Node, path string) {
+	t := n.t
+	if v, ok := t.attrs["filelength"]; ok {
+		l, ok := numberOf(v)
+		if !ok || l > 1<<62 {
+			b.add(path, "filelength %v is not a usable number", v)
+		} else {
+			n.size = int64(l)
+		}
+	}
+	n.loggedSize = n.size
+	ev, ok := t.attrs["extents"]
+	if !ok {
+		return
+	}
+	et, ok := ev.(*tuple)
+	if !ok {
+		b.add(path, "extents is a %T, not a tuple", ev)
+		return
+	}
+	vol := b.fs.blocks
+	for key, v := range et.attrs {
+		where := fmt.Sprintf("%s extent %q", path, key)
+		xt, ok := v.(*tuple)
+		if !ok {
+			b.add(where, "is a %T, not a tuple", v)
+			continue
+		}
+		fb, err := strconv.ParseUint(key, 10, 64)
+		if err != nil {
+			b.add(where, "key is not a decimal block number")
+			continue
+		}
+		var f [3]uint64
+		bad := false
+		for i, name := range []string{"offset", "length", "allocated"} {
+			x, ok := numberOf(xt.attrs[name])
+			if !ok {
+				b.add(where, "%s is missing or not a number", name)
+				bad = true
+			}
+			f[i] = x
+		}
+		if bad {
+			continue
+		}
+		e := &extent{fblock: fb, dblock: f[0], length: f[1], allocated: f[2], t: xt}
+		_, e.uninited = xt.attrs["uninited"]
+		e.logged = e.length
+		switch {
+		case e.length == 0 || e.allocated == 0:
+			b.add(where, "length %d or allocated %d is zero", e.length, e.allocated)
+			continue
+		case e.length > e.allocated:
+			b.add(where, "length %d exceeds allocated %d", e.length, e.allocated)
+			continue
+		case e.allocated > vol || e.dblock > vol-e.allocated:
+			b.add(where, "blocks [%d,+%d) lie outside the volume of %d blocks", e.dblock, e.allocated, vol)
+			continue
+		case e.fblock > (1<<62)/blockSize-e.length:
+			b.add(where, "file blocks [%d,+%d) overflow", e.fblock, e.length)
+			continue
+		}
+		if err := b.used.Reserve(e.dblock, e.allocated); err != nil {
+			b.add(where, "blocks [%d,+%d) overlap the log or another extent", e.dblock, e.allocated)
+			continue
+		}
+		n.exts = append(n.exts, e)
+	}
+	sort.Slice(n.exts, func(i, j int) bool { return n.exts[i].fblock < n.exts[j].fblock })
+	for i := 1; i < len(n.exts); i++ {
+		if n.exts[i-1].end() > n.exts[i].fblock {
+			b.add(path, "extents at file blocks %d and %d overlap", n.exts[i-1].fblock, n.exts[i].fblock)
+		}
+	}
+}
+
+// newNode makes the node of t with the next inode number (the root,
+// made first, gets 1).
+func (fs *FS) newNode(t *tuple, k Kind) *Node {
+	n := &Node{t: t, kind: k, ino: fs.nextIno}
+	fs.nextIno++
+	t.node = n
+	return n
+}
+
+// Timestamps are 32.32 fixed point seconds (tfs-format.md §4.9).
+
+func tfsToTime(t uint64) time.Time {
+	sec := int64(t >> 32)
+	nsec := int64(((t & 0xFFFFFFFF) * 1000000000) >> 32)
+	return time.Unix(sec, nsec)
+}
+
+func timeToTFS(tm time.Time) uint64 {
+	sec := uint64(tm.Unix())
+	nsec := uint64(tm.Nanosecond())
+	t := sec << 32
+	if nsec != 0 {
+		t += (nsec<<32)/1000000000 + 1
+	}
+	return t
+}
+
+func (n *Node) timeAttr(name string) uint64 {
+	v, _ := numberOf(n.t.attrs[name])
+	return v
+}
+
+// Getattr returns what stat shows of n.
+func (fs *FS) Getattr(n *Node) Attr {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.attrLocked(n)
+}
+
+func (fs *FS) attrLocked(n *Node) Attr {
+	a := Attr{Ino: n.ino, Kind: n.kind, Atime: tfsToTime(n.timeAttr("atime")), Mtime: tfsToTime(n.timeAttr("mtime"))}
+	_, a.Exec = n.t.attrs["exec"]
+	_, a.ReadOnly = n.t.attrs["readonly"]
+	switch n.kind {
+	case KindDir:
+		a.Nlink = 2
+		if c, ok := n.t.attrs["children"].(*tuple); ok {
+			for _, v := range c.attrs {
+				if ct, ok := v.(*tuple); ok && ct.node != nil && ct.node.kind == KindDir {
+					a.Nlink++
+				}
+			}
+		}
+	case KindSymlink:
+		s, _ := textOf(n.t.attrs["linktarget"])
+		a.Size = int64(len(s))
+		a.Nlink = uint32(max(n.links, 1))
+	default:
+		a.Size = n.size
+		a.Nlink = uint32(n.links)
+		for _, e := range n.exts {
+			a.Blocks += int64(e.length)
+		}
+	}
+	return a
+}

@@ -1,0 +1,368 @@
+package tfs
+
+import (
+	"fmt"
+	"time"
+)
+
+// Directory operations (tfs-format.md §6.1, notes §10). Each stages its EAV
+// records and updates the graph; parent mtimes change in memory and reach
+// the log at the next flush.
+
+// entryPrep validates dir and name for a new entry and returns dir's
+// children tuple and the existing node under name, if any. Caller holds mu.
+func (fs *FS) entryPrep(dir *Node, name string) (*tuple, *Node, error) {
+	if err := fs.checkWritable(); err != nil {
+		return nil, nil, err
+	}
+	c, err := fs.children(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dir != fs.root && dir.links == 0 {
+		return nil, nil, errnoErr("directory was removed", errENOENT)
+	}
+	if err := checkName(name); err != nil {
+		return nil, nil, err
+	}
+	var old *Node
+	if t, ok := c.attrs[name].(*tuple); ok {
+		old = t.node
+	}
+	return c, old, nil
+}
+
+func nowTimes(t *tuple) {
+	now := intOf(timeToTFS(time.Now()))
+	t.attrs["atime"] = now
+	t.attrs["mtime"] = now
+}
+
+// addEntry logs a new node under name and returns it.
+func (fs *FS) addEntry(dir *Node, c *tuple, name string, t *tuple, k Kind) (*Node, error) {
+	if err := fs.logEAV(c, name, t, false); err != nil {
+		return nil, err
+	}
+	n := fs.newNode(t, k)
+	n.links = 1
+	if k == KindDir {
+		n.parent = dir
+	}
+	fs.touchLocked(dir, true)
+	return n, nil
+}
+
+// Create makes a regular file; with !excl an existing file is returned.
+func (fs *FS) Create(dir *Node, name string, excl bool) (*Node, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	c, old, err := fs.entryPrep(dir, name)
+	if err != nil {
+		return nil, err
+	}
+	if old != nil {
+		switch {
+		case excl:
+			return nil, errnoErr(fmt.Sprintf("create %q", name), errEEXIST)
+		case old.kind == KindDir:
+			return nil, errnoErr(fmt.Sprintf("create %q", name), errEISDIR)
+		}
+		return old, nil
+	}
+	t := newTuple()
+	nowTimes(t)
+	t.attrs["extents"] = newTuple()
+	return fs.addEntry(dir, c, name, t, KindFile)
+}
+
+// Mkdir makes a directory.
+func (fs *FS) Mkdir(dir *Node, name string) (*Node, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	c, old, err := fs.entryPrep(dir, name)
+	if err != nil {
+		return nil, err
+	}
+	if old != nil {
+		return nil, errnoErr(fmt.Sprintf("mkdir %q", name), errEEXIST)
+	}
+	t := newTuple()
+	nowTimes(t)
+	t.attrs["children"] = newTuple()
+	return fs.addEntry(dir, c, name, t, KindDir)
+}
+
+// Symlink makes a symbolic link holding target verbatim.
+func (fs *FS) Symlink(dir *Node, name, target string) (*Node, error) {
+	if len(target) >= 4096 {
+		return nil, errnoErr("symlink target of 4096 bytes or more", errENAMETOOLONG)
+	}
+	if target == "" {
+		return nil, errnoErr("empty symlink target", errENOENT)
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	c, old, err := fs.entryPrep(dir, name)
+	if err != nil {
+		return nil, err
+	}
+	if old != nil {
+		return nil, errnoErr(fmt.Sprintf("symlink %q", name), errEEXIST)
+	}
+	t := newTuple()
+	nowTimes(t)
+	t.attrs["linktarget"] = strOf(target)
+	return fs.addEntry(dir, c, name, t, KindSymlink)
+}
+
+// Mksock makes a (stale) UNIX socket entry, {socket: null} as Nanos' bind.
+func (fs *FS) Mksock(dir *Node, name string) (*Node, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	c, old, err := fs.entryPrep(dir, name)
+	if err != nil {
+		return nil, err
+	}
+	if old != nil {
+		return nil, errnoErr(fmt.Sprintf("mksock %q", name), errEEXIST)
+	}
+	t := newTuple()
+	t.attrs["socket"] = nullMarker
+	return fs.addEntry(dir, c, name, t, KindSocket)
+}
+
+// Link adds a hard link to n (not a directory).
+func (fs *FS) Link(n, dir *Node, name string) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	c, old, err := fs.entryPrep(dir, name)
+	if err != nil {
+		return err
+	}
+	if n.kind == KindDir {
+		return errnoErr("hard link to a directory", errEPERM)
+	}
+	if old != nil {
+		return errnoErr(fmt.Sprintf("link %q", name), errEEXIST)
+	}
+	if n.links == 0 {
+		return errnoErr("link to a removed file", errENOENT)
+	}
+	if err := fs.logEAV(c, name, n.t, true); err != nil {
+		return err
+	}
+	n.links++
+	fs.touchLocked(dir, true)
+	return fs.logEAV(n.t, "nlink", intOf(uint64(n.links)), false)
+}
+
+// Unlink removes a non-directory entry.
+func (fs *FS) Unlink(dir *Node, name string) error {
+	fs.mu.Lock()
+	c, n, err := fs.entryPrep(dir, name)
+	if err == nil && n == nil {
+		err = errnoErr(fmt.Sprintf("unlink %q", name), errENOENT)
+	}
+	if err == nil && n.kind == KindDir {
+		err = errnoErr(fmt.Sprintf("unlink %q", name), errEISDIR)
+	}
+	if err == nil {
+		err = fs.logEAV(c, name, nil, false)
+	}
+	var drop fileData
+	if err == nil {
+		fs.touchLocked(dir, true)
+		drop, err = fs.unrefLocked(n)
+	}
+	fs.mu.Unlock()
+	fs.finishDrop(n, drop)
+	return err
+}
+
+// unrefLocked drops one directory reference to n. When the last goes and
+// the file is not open, its cache handle is returned for finishDrop.
+func (fs *FS) unrefLocked(n *Node) (fileData, error) {
+	n.links--
+	if n.links > 0 {
+		return nil, fs.logEAV(n.t, "nlink", intOf(uint64(n.links)), false)
+	}
+	if n.kind != KindFile {
+		return nil, nil
+	}
+	delete(fs.dirty, n)
+	if n.opens > 0 {
+		fs.unlinkedOpen[n] = true
+		return nil, nil
+	}
+	fd := n.fd
+	n.fd = nil
+	if fd == nil {
+		fs.dropFileLocked(n)
+	}
+	return fd, nil
+}
+
+// finishDrop discards the cached pages of a removed file, waiting for any
+// write-back, and only then frees its blocks. Called without mu.
+func (fs *FS) finishDrop(n *Node, fd fileData) {
+	if fd == nil {
+		return
+	}
+	fd.Truncate(0) // waits for a write-back in progress to the blocks
+	fd.Drop()
+	fs.mu.Lock()
+	fs.dropFileLocked(n)
+	fs.mu.Unlock()
+}
+
+// Rmdir removes an empty directory.
+func (fs *FS) Rmdir(dir *Node, name string) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	c, n, err := fs.entryPrep(dir, name)
+	if err != nil {
+		return err
+	}
+	if n == nil {
+		return errnoErr(fmt.Sprintf("rmdir %q", name), errENOENT)
+	}
+	if n.kind != KindDir {
+		return errnoErr(fmt.Sprintf("rmdir %q", name), errENOTDIR)
+	}
+	if cc, _ := n.t.attrs["children"].(*tuple); cc != nil && len(cc.attrs) > 0 {
+		return errnoErr(fmt.Sprintf("rmdir %q", name), errENOTEMPTY)
+	}
+	if err := fs.logEAV(c, name, nil, false); err != nil {
+		return err
+	}
+	n.links = 0
+	fs.touchLocked(dir, true)
+	return nil
+}
+
+// isAncestor reports whether a is d or one of d's ancestors.
+func isAncestor(a, d *Node) bool {
+	for i := 0; i < 1<<20; i++ {
+		if d == a {
+			return true
+		}
+		if d.parent == d || d.parent == nil {
+			return false
+		}
+		d = d.parent
+	}
+	return true // a parent chain this long is broken: refuse
+}
+
+// Rename moves oname in odir to nname in ndir (renameat2 semantics). It
+// logs only the two children EAVs (notes §10).
+func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags RenameFlags) error {
+	if flags&RenameWhiteout != 0 || flags&^(RenameNoReplace|RenameExchange) != 0 {
+		return errnoErr("rename flags", errEINVAL)
+	}
+	if flags == RenameNoReplace|RenameExchange {
+		return errnoErr("RENAME_NOREPLACE with RENAME_EXCHANGE", errEINVAL)
+	}
+	fs.mu.Lock()
+	if err := fs.checkWritable(); err != nil {
+		fs.mu.Unlock()
+		return err
+	}
+	oc, err := fs.children(odir)
+	if err != nil {
+		fs.mu.Unlock()
+		return err
+	}
+	var src *Node
+	if t, ok := oc.attrs[oname].(*tuple); ok {
+		src = t.node
+	}
+	if src == nil {
+		fs.mu.Unlock()
+		return errnoErr(fmt.Sprintf("rename %q", oname), errENOENT)
+	}
+	nc, dst, err := fs.entryPrep(ndir, nname)
+	if err != nil {
+		fs.mu.Unlock()
+		return err
+	}
+	var drop fileData
+	err = fs.renameLocked(odir, oc, oname, src, ndir, nc, nname, dst, flags, &drop)
+	fs.mu.Unlock()
+	if dst != nil {
+		fs.finishDrop(dst, drop)
+	}
+	return err
+}
+
+func (fs *FS) renameLocked(odir *Node, oc *tuple, oname string, src *Node, ndir *Node, nc *tuple, nname string, dst *Node, flags RenameFlags, drop *fileData) error {
+	if src.kind == KindDir && isAncestor(src, ndir) {
+		return errnoErr("move a directory into itself", errEINVAL)
+	}
+	if flags&RenameExchange != 0 {
+		if dst == nil {
+			return errnoErr(fmt.Sprintf("exchange with %q", nname), errENOENT)
+		}
+		if dst.kind == KindDir && isAncestor(dst, odir) {
+			return errnoErr("move a directory into itself", errEINVAL)
+		}
+		if src == dst {
+			return nil
+		}
+		if err := fs.logEAV(nc, nname, src.t, true); err != nil {
+			return err
+		}
+		if err := fs.logEAV(oc, oname, dst.t, true); err != nil {
+			return err
+		}
+		if src.kind == KindDir {
+			src.parent = ndir
+		}
+		if dst.kind == KindDir {
+			dst.parent = odir
+		}
+		fs.touchLocked(odir, true)
+		fs.touchLocked(ndir, true)
+		return nil
+	}
+	if dst != nil {
+		if flags&RenameNoReplace != 0 {
+			return errnoErr(fmt.Sprintf("rename onto %q", nname), errEEXIST)
+		}
+		if dst == src {
+			return nil // two links to one file: POSIX says do nothing
+		}
+		switch {
+		case src.kind == KindDir && dst.kind != KindDir:
+			return errnoErr(fmt.Sprintf("rename a directory onto %q", nname), errENOTDIR)
+		case src.kind != KindDir && dst.kind == KindDir:
+			return errnoErr(fmt.Sprintf("rename onto directory %q", nname), errEISDIR)
+		case dst.kind == KindDir:
+			if cc, _ := dst.t.attrs["children"].(*tuple); cc != nil && len(cc.attrs) > 0 {
+				return errnoErr(fmt.Sprintf("rename onto %q", nname), errENOTEMPTY)
+			}
+		}
+	}
+	// The new entry first, then the old one goes (§6.1).
+	if err := fs.logEAV(nc, nname, src.t, true); err != nil {
+		return err
+	}
+	if err := fs.logEAV(oc, oname, nil, false); err != nil {
+		return err
+	}
+	if src.kind == KindDir {
+		src.parent = ndir
+	}
+	fs.touchLocked(odir, true)
+	fs.touchLocked(ndir, true)
+	if dst != nil {
+		if dst.kind == KindDir {
+			dst.links = 0
+			return nil
+		}
+		fd, err := fs.unrefLocked(dst)
+		*drop = fd
+		return err
+	}
+	return nil
+}
