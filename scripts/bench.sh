@@ -19,6 +19,7 @@
 #   BENCH_CACHE    tfsmount cache_size for the memory test (default 256M)
 #   BENCH_ONLY     space-separated subset of: fio meta mount rss (default all)
 #   BENCH_KEEP=1   keep the work directory
+#   TFSMOUNT_BIN   use this tfsmount binary instead of building bin/tfsmount
 # Benchmarks report; they never assert a speed.
 set -euo pipefail
 
@@ -61,8 +62,12 @@ mkdir -p "$WORK"/bin
 WORK=$(readlink -f "$WORK")
 BIN=$WORK/bin
 log "building in $BIN"
-(cd "$repo" && go build -o bin/tfsmount ./cmd/tfsmount)
-cp "$repo/bin/tfsmount" "$BIN/tfsmount"
+if [ -n "${TFSMOUNT_BIN:-}" ]; then
+	cp "$TFSMOUNT_BIN" "$BIN/tfsmount"
+else
+	(cd "$repo" && go build -o bin/tfsmount ./cmd/tfsmount)
+	cp "$repo/bin/tfsmount" "$BIN/tfsmount"
+fi
 (cd "$repo" && go mod download github.com/hanwen/go-fuse/v2 &&
 	go build -o "$BIN/loopback" github.com/hanwen/go-fuse/v2/example/loopback &&
 	go build -o "$BIN/metabench" ./scripts/metabench)
@@ -294,7 +299,7 @@ want rss && rss
 {
 	echo "tfsmount benchmark $stamp on $(hostname) ($(nproc) cores, kernel $(uname -r)); work dir $WORK ($(df --output=source "$WORK" | tail -1))"
 	echo "fio: psync, seq total $SIZE split over the jobs, random ${RUNTIME}s; writes end with fsync; reads after remount + drop_caches"
-	python3 - "$RES" "${png%.png}.dat" <<'PY'
+	python3 - "$RES" "$WORK/chart.dat" <<'PY'
 import sys, math
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 def num(s):
@@ -320,9 +325,11 @@ print("ratios are tfsmount / peer; for s and MiB rows lower is better, for the o
 PY
 } | tee "$txt"
 
-if command -v gnuplot >/dev/null && [ -s "${png%.png}.dat" ]; then
+if command -v gnuplot >/dev/null && [ -s "$WORK/chart.dat" ]; then
 	gnuplot <<EOF
-set terminal pngcairo size 1100,620 font ",10"
+set terminal pngcairo size 1200,720 font ",10"
+set bmargin 12
+set rmargin 12
 set output "$png"
 set title "tfsmount relative to go-fuse loopback (1.0 = loopback; higher is better)"
 set style data histograms
@@ -333,7 +340,7 @@ set yrange [0:*]
 set grid ytics
 set key off
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dashtype 2 lc rgb "red"
-plot "${png%.png}.dat" using 2:xtic(1) lc rgb "#3a7bd5"
+plot "$WORK/chart.dat" using 2:xtic(1) lc rgb "#3a7bd5"
 EOF
 	log "chart: $png"
 fi

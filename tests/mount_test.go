@@ -347,3 +347,15 @@ func wantErrno(t *testing.T, what string, err error, want syscall.Errno) {
 		t.Errorf("%s: got error %v (errno %d), want %v", what, err, int(got), want)
 	}
 }
+
+// wantErrnoIn fails unless err carries one of the errnos POSIX allows.
+func wantErrnoIn(t *testing.T, what string, err error, want ...syscall.Errno) {
+	t.Helper()
+	got := errnoOf(err)
+	for _, w := range want {
+		if got == w {
+			return
+		}
+	}
+	t.Errorf("%s: got error %v (errno %d), want one of %v", what, err, int(got), want)
+}
