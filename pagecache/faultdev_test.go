@@ -1,0 +1,113 @@
+package pagecache
+
+import (
+	"fmt"
+	"math/rand"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tfsmount/tfsmount/bh"
+	"github.com/tfsmount/tfsmount/blockdev"
+)
+
+// faultDev wraps a device for tests: it can fail the Nth request or any
+// request a predicate picks, delay completions by random amounts (which
+// also reorders them), or complete inline in Submit (what a naive
+// synchronous backend does). It checks that every request is completed
+// exactly once.
+type faultDev struct {
+	blockdev.Device
+	q *bh.Queue
+
+	mu      sync.Mutex
+	seen    int // requests submitted
+	failNth int // 1-based ordinal of the request to fail; 0: none
+	failIf  func(r *blockdev.Request) bool
+	maxWait time.Duration // random completion delay up to this
+	rnd     *rand.Rand
+	inline  bool // complete failed requests inline (contract violation on purpose)
+	failed  int
+	pending map[*blockdev.Request]bool
+	doubles int
+}
+
+func newFaultDev(q *bh.Queue, d blockdev.Device) *faultDev {
+	return &faultDev{Device: d, q: q, rnd: rand.New(rand.NewSource(1)), pending: map[*blockdev.Request]bool{}}
+}
+
+func (f *faultDev) Submit(r *blockdev.Request) {
+	f.mu.Lock()
+	f.seen++
+	fail := f.seen == f.failNth || (f.failIf != nil && f.failIf(r))
+	var wait time.Duration
+	if f.maxWait > 0 {
+		wait = time.Duration(f.rnd.Int63n(int64(f.maxWait)))
+	}
+	f.pending[r] = true
+	if fail {
+		f.failed++
+	}
+	inline := f.inline
+	f.mu.Unlock()
+
+	orig := r.Done
+	finish := func(n int64, err error) {
+		f.mu.Lock()
+		if !f.pending[r] {
+			f.doubles++
+		}
+		delete(f.pending, r)
+		f.mu.Unlock()
+		orig(n, err)
+	}
+	if fail {
+		err := fmt.Errorf("%s at %d: %w", r.Op, r.Off, errInjected)
+		switch {
+		case inline:
+			finish(0, err)
+		case wait > 0:
+			time.AfterFunc(wait, func() { f.q.PostFunc(func() { finish(0, err) }) })
+		default:
+			f.q.PostFunc(func() { finish(0, err) })
+		}
+		return
+	}
+	inner := *r
+	inner.Done = func(n int64, err error) {
+		if wait > 0 {
+			time.AfterFunc(wait, func() { f.q.PostFunc(func() { finish(n, err) }) })
+			return
+		}
+		finish(n, err)
+	}
+	f.Device.Submit(&inner)
+}
+
+func (f *faultDev) set(fn func(f *faultDev)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+// settle waits until no request is outstanding and checks none was
+// completed twice.
+func (f *faultDev) settle(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.mu.Lock()
+		n, d := len(f.pending), f.doubles
+		f.mu.Unlock()
+		if d != 0 {
+			t.Fatalf("%d requests completed more than once", d)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests never completed", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
