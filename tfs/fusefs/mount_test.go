@@ -39,8 +39,8 @@ func newTestVolume(t *testing.T, cfg Config) *testVolume {
 		rep, err := tfs.Fsck(dev, tfs.Options{ReadOnly: true, Queue: q})
 		if err != nil {
 			t.Errorf("fsck after test: %v", err)
-		} else if len(rep.Problems) > 0 {
-			t.Errorf("fsck after test: %q", rep.Problems)
+		} else if !rep.Clean() {
+			t.Errorf("fsck after test: %s", rep)
 		}
 		q.Close()
 	})

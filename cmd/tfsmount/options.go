@@ -1,0 +1,199 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// mountOptions is what -o says, after parsing. The zero value is not the
+// default: use defaultMountOptions.
+type mountOptions struct {
+	ReadOnly           bool
+	UID, GID           uint32
+	Umask              uint32
+	AllowOther         bool
+	DefaultPermissions bool
+	CacheSize          int64  // pagecache budget in bytes; 0: the default
+	IO                 string // auto, uring or sync
+	Partition          string // root, boot or a byte offset
+	FsName             string // "": the IMAGE argument
+	Debug              bool
+	Stats              bool
+	IgnoreChmod        bool
+	// Warnings lists options that were not understood; they do not fail a
+	// mount (mount(8) and fstab pass options meant for others).
+	Warnings []string
+}
+
+func defaultMountOptions() mountOptions {
+	return mountOptions{
+		UID:   uint32(os.Getuid()),
+		GID:   uint32(os.Getgid()),
+		Umask: 0o022,
+		IO:    "auto",
+	}
+}
+
+// genericOptions are mount(8) options with no meaning for a FUSE daemon,
+// or ones the kernel and fusermount already apply; they are accepted
+// without a word.
+var genericOptions = map[string]bool{
+	"defaults": true, "noatime": true, "relatime": true, "atime": true,
+	"strictatime": true, "nodiratime": true, "diratime": true,
+	"nodev": true, "nosuid": true, "dev": true, "suid": true, "exec": true,
+	"noexec": true, "_netdev": true, "nofail": true, "auto": true,
+	"noauto": true, "user": true, "users": true, "nouser": true,
+	"owner": true, "group": true, "async": true, "sync": true,
+	"lazytime": true, "nolazytime": true, "silent": true, "loud": true,
+}
+
+// genericPrefixes are mount(8) options with a value that are accepted
+// without a word (SELinux contexts, systemd and x-* options).
+var genericPrefixes = []string{
+	"context=", "fscontext=", "defcontext=", "rootcontext=",
+	"x-", "comment=", "helper=",
+}
+
+// parseMountOptions applies a comma-separated -o list to o. Later options
+// override earlier ones (rw after ro means rw), as with mount(8).
+func parseMountOptions(list string, o *mountOptions) error {
+	for _, opt := range splitOptions(list) {
+		key, val, hasVal := strings.Cut(opt, "=")
+		var err error
+		switch key {
+		case "ro":
+			o.ReadOnly = true
+		case "rw":
+			o.ReadOnly = false
+		case "uid":
+			o.UID, err = parseID(key, val, hasVal)
+		case "gid":
+			o.GID, err = parseID(key, val, hasVal)
+		case "umask":
+			var v uint64
+			v, err = strconv.ParseUint(val, 8, 32)
+			if err != nil || !hasVal || v > 0o777 {
+				err = fmt.Errorf("umask=%s: want an octal mask from 0 to 777", val)
+			}
+			o.Umask = uint32(v)
+		case "allow_other":
+			o.AllowOther = true
+		case "default_permissions":
+			o.DefaultPermissions = true
+		case "cache_size":
+			o.CacheSize, err = parseSize(val)
+			if err != nil || !hasVal || o.CacheSize < 1<<20 {
+				err = fmt.Errorf("cache_size=%s: want a size of at least 1M (bytes, or with K, M, G suffix)", val)
+			}
+		case "io":
+			switch val {
+			case "auto", "uring", "sync":
+				o.IO = val
+			default:
+				err = fmt.Errorf("io=%s: want auto, uring or sync", val)
+			}
+		case "partition":
+			if val != "root" && val != "boot" {
+				if n, perr := strconv.ParseInt(val, 10, 64); perr != nil || n < 0 {
+					err = fmt.Errorf("partition=%s: want root, boot or a byte offset", val)
+				}
+			}
+			o.Partition = val
+		case "fsname":
+			if !hasVal || val == "" {
+				err = fmt.Errorf("fsname needs a value")
+			}
+			o.FsName = val
+		case "debug":
+			o.Debug = true
+		case "stats":
+			o.Stats = true
+		case "ignore_chmod":
+			o.IgnoreChmod = true
+		default:
+			if !genericOptions[opt] && !hasGenericPrefix(opt) {
+				o.Warnings = append(o.Warnings, opt)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hasGenericPrefix(opt string) bool {
+	for _, p := range genericPrefixes {
+		if strings.HasPrefix(opt, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// splitOptions splits at commas outside double quotes: SELinux contexts
+// such as context="system_u:object_r:tmp_t:s0:c1,c2" contain commas.
+func splitOptions(list string) []string {
+	var out []string
+	var cur strings.Builder
+	quoted := false
+	for _, r := range list {
+		switch {
+		case r == '"':
+			quoted = !quoted
+			cur.WriteRune(r)
+		case r == ',' && !quoted:
+			if cur.Len() > 0 {
+				out = append(out, cur.String())
+			}
+			cur.Reset()
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+func parseID(key, val string, hasVal bool) (uint32, error) {
+	v, err := strconv.ParseUint(val, 10, 32)
+	if err != nil || !hasVal {
+		return 0, fmt.Errorf("%s=%s: want a number", key, val)
+	}
+	return uint32(v), nil
+}
+
+// parseSize reads a byte count with an optional K, M, G or T suffix
+// (powers of 1024; a trailing "B" or "iB" is allowed: 64M, 64MiB, 1G).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "i")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'k', 'K':
+			mult = 1 << 10
+		case 'm', 'M':
+			mult = 1 << 20
+		case 'g', 'G':
+			mult = 1 << 30
+		case 't', 'T':
+			mult = 1 << 40
+		}
+		if mult != 1 {
+			t = t[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("bad size %q: want bytes or a number with K, M, G or T", s)
+	}
+	if v > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return v * mult, nil
+}
