@@ -337,16 +337,19 @@ func (u *uringDev) onCQE(userData uint64, res int32) bool {
 		u.release(s)
 		atomic.AddInt64(&r.moved, moved)
 		u.dropPart(r)
+	case res < 0 && res != -int32(unix.EINTR) && res != -int32(unix.EAGAIN):
+		u.failPart(s)
 	default:
+		// A retry (short transfer, EINTR, EAGAIN) needs the SQ lock: bh.
 		u.q.Post(s)
 	}
 	return true
 }
 
-// RunBH is the slow path of a completion, on a bh worker: retry what can be
-// retried, otherwise record the failure.
+// RunBH is the slow path of a completion, on a bh worker: resubmit short
+// transfers and EINTR/EAGAIN; a transfer that moved nothing fails.
 func (s *slot) RunBH() {
-	u, r, res := s.dev, s.req, s.res
+	u, res := s.dev, s.res
 	switch {
 	case res == -int32(unix.EINTR) || res == -int32(unix.EAGAIN):
 		u.stats.retries.Add(1)
@@ -366,13 +369,20 @@ func (s *slot) RunBH() {
 		s.fd = u.fdFor(s.off, s.bufs)
 		u.queue(s, true)
 		return
-	case res >= 0:
-		// Zero bytes moved inside the device: the image shrank under us.
-		atomic.CompareAndSwapInt32(&r.fail, 0, failEOF)
-	default:
-		atomic.CompareAndSwapInt32(&r.fail, 0, -res)
 	}
-	got := s.got
+	u.failPart(s)
+}
+
+// failPart ends s's part with a failure: errno from res, or failEOF when
+// it moved nothing inside the device (the image shrank under us). It takes
+// no lock and allocates nothing, so the reaper uses it too: errors do not
+// depend on a bh worker to give their slot back.
+func (u *uringDev) failPart(s *slot) {
+	r, got, code := s.req, s.got, int32(failEOF)
+	if s.res < 0 {
+		code = -s.res
+	}
+	atomic.CompareAndSwapInt32(&r.fail, 0, code)
 	u.release(s)
 	atomic.AddInt64(&r.moved, got)
 	u.dropPart(r)
