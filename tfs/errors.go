@@ -28,4 +28,5 @@ const (
 	errENODATA      = syscall.ENODATA
 	errEOPNOTSUPP   = syscall.EOPNOTSUPP
 	errEIO          = syscall.EIO
+	syscallENXIO    = syscall.ENXIO
 )

@@ -42,7 +42,7 @@ type logWriter struct {
 	dirtyFrom int // -1: nothing staged in buf
 	done      []extWrite
 	chain     []extension // the log's extensions in order, block 0 first
-	session   bool // END_OF_SEGMENT already placed in this session
+	session   bool        // END_OF_SEGMENT already placed in this session
 	// Pre-reserved 1024-block areas (§2.8), in memory only: the next log
 	// extension and the first extension of a compacted log. 0 = none.
 	nextArea, compactArea uint64

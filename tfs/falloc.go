@@ -1,0 +1,200 @@
+package tfs
+
+// fallocate and SEEK_DATA/SEEK_HOLE (tfs-format.md §5.7, notes §6).
+
+const (
+	seekData = 3 // SEEK_DATA
+	seekHole = 4 // SEEK_HOLE
+)
+
+// Fallocate supports mode 0, KEEP_SIZE and PUNCH_HOLE|KEEP_SIZE.
+func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error {
+	if off < 0 || length <= 0 || off+length < off || off+length > 1<<62 {
+		return errnoErr("fallocate range", errEINVAL)
+	}
+	if err := checkFile(n); err != nil {
+		return err
+	}
+	switch mode {
+	case 0, FallocKeepSize:
+		return fs.allocate(n, mode, off, length)
+	case FallocPunchHole | FallocKeepSize:
+		return fs.punch(n, off, length)
+	}
+	return errnoErr("fallocate mode", errEOPNOTSUPP)
+}
+
+// allocate creates uninited extents for the holes of the range.
+func (fs *FS) allocate(n *Node, mode uint32, off, length int64) error {
+	fd := fs.fileData(n)
+	// Dirty pages may still lack blocks; write them first so the holes
+	// seen below are real holes.
+	if err := fd.Sync(); err != nil {
+		return err
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if err := fs.checkWritable(); err != nil {
+		return err
+	}
+	b0, b1 := blockRange(off, length)
+	for pos := b0; pos < b1; {
+		i := n.find(pos)
+		next := b1
+		if i < len(n.exts) {
+			e := n.exts[i]
+			if e.fblock <= pos {
+				pos = min(b1, e.end())
+				continue
+			}
+			next = min(b1, e.fblock)
+		}
+		if n.links == 0 {
+			return errnoErr("fallocate on a removed file", errENOENT)
+		}
+		if err := fs.allocGap(n, pos, next, true); err != nil {
+			return err
+		}
+		pos = next
+	}
+	if mode&FallocKeepSize == 0 && off+length > n.size {
+		n.size = off + length
+		fs.touchLocked(n, true)
+	}
+	return nil
+}
+
+// punch removes whole blocks of the range from the file (extents fully
+// inside are dropped, partly covered ones are split) and lets the cache
+// zero the partial blocks at either end.
+func (fs *FS) punch(n *Node, off, length int64) error {
+	fd := fs.fileData(n)
+	if err := fd.Sync(); err != nil {
+		return err
+	}
+	fs.mu.Lock()
+	if err := fs.checkWritable(); err != nil {
+		fs.mu.Unlock()
+		return err
+	}
+	p0 := (uint64(off) + blockSize - 1) / blockSize
+	p1 := uint64(off+length) / blockSize
+	var err error
+	if p0 < p1 {
+		err = fs.punchBlocksLocked(n, p0, p1)
+	}
+	fs.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	// Partial blocks (and the pages around) are zeroed in the cache and
+	// written back like any write.
+	fd.PunchHole(off, length)
+	zeroEdge := func(from, to int64) error {
+		if from >= to {
+			return nil
+		}
+		fs.mu.Lock()
+		e := n.extentAt(uint64(from) / blockSize)
+		size := n.size
+		fs.mu.Unlock()
+		if e == nil || from >= size {
+			return nil
+		}
+		_, err := fd.Write(make([]byte, min(to, size)-from), from, size)
+		return err
+	}
+	if err := zeroEdge(off, min(off+length, int64(p0)*blockSize)); err != nil {
+		return err
+	}
+	if p1 >= p0 {
+		return zeroEdge(max(off, int64(p1)*blockSize), off+length)
+	}
+	return nil
+}
+
+func (fs *FS) punchBlocksLocked(n *Node, p0, p1 uint64) error {
+	var todo []*extent
+	for i := n.find(p0); i < len(n.exts) && n.exts[i].fblock < p1; i++ {
+		todo = append(todo, n.exts[i])
+	}
+	live := n.links > 0
+	for _, e := range todo {
+		lo, hi := max(p0, e.fblock), min(p1, e.end())
+		if live {
+			if err := fs.logRemoveExtent(n, e); err != nil {
+				return err
+			}
+		}
+		n.removeExtent(e)
+		// Keep the parts of e outside [lo, hi) as extents of their own.
+		if lo > e.fblock {
+			l := lo - e.fblock
+			x := &extent{fblock: e.fblock, dblock: e.dblock, length: l, allocated: l, uninited: e.uninited}
+			n.insertExtent(x)
+			if live {
+				if err := fs.logNewExtent(n, x); err != nil {
+					return err
+				}
+			}
+		}
+		if hi < e.end() {
+			x := &extent{fblock: hi, dblock: e.dblock + (hi - e.fblock), length: e.end() - hi, allocated: e.allocated - (hi - e.fblock), uninited: e.uninited}
+			n.insertExtent(x)
+			if live {
+				if err := fs.logNewExtent(n, x); err != nil {
+					return err
+				}
+			}
+			fs.freeBlocks(e.dblock+(lo-e.fblock), hi-lo)
+		} else {
+			fs.freeBlocks(e.dblock+(lo-e.fblock), e.allocated-(lo-e.fblock))
+		}
+	}
+	return nil
+}
+
+// Seek answers SEEK_DATA and SEEK_HOLE from the extent map; uninitialised
+// extents count as holes.
+func (fs *FS) Seek(n *Node, off int64, whence int) (int64, error) {
+	if err := checkFile(n); err != nil {
+		return 0, err
+	}
+	if whence != seekData && whence != seekHole {
+		return 0, errnoErr("seek whence", errEINVAL)
+	}
+	if err := fs.fileData(n).Sync(); err != nil {
+		return 0, err
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	size := n.size
+	if off < 0 || off >= size {
+		return 0, errnoErr("seek past end of file", syscallENXIO)
+	}
+	pos := off
+	for pos < size {
+		e := n.extentAt(uint64(pos) / blockSize)
+		isData := e != nil && !e.uninited
+		if whence == seekData && isData {
+			return pos, nil
+		}
+		if whence == seekHole && !isData {
+			return pos, nil
+		}
+		if e != nil {
+			pos = int64(e.end()) * blockSize
+			continue
+		}
+		i := n.find(uint64(pos) / blockSize)
+		if i == len(n.exts) {
+			pos = size
+			break
+		}
+		pos = int64(n.exts[i].fblock) * blockSize
+	}
+	if whence == seekHole {
+		return size, nil
+	}
+	return 0, errnoErr("no data after offset", syscallENXIO)
+}

@@ -1,0 +1,178 @@
+package tfs
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/tfsmount/tfsmount/blockdev"
+)
+
+// The hostile-image checklist of tfs-format.md §7.3: every case must give
+// its specific error (or problem), never a panic, hang or huge allocation.
+
+const hostileBlocks = 4096
+
+// record frames one complete value as TUPLE_AVAILABLE.
+func record(v []byte) []byte {
+	b := []byte{recAvailable}
+	b = putVarint(b, uint64(len(v)))
+	b = putVarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+// image builds a volume: block 0 links to an extension of extLen blocks at
+// block 1 whose records follow its header.
+func image(extLen uint64, headerLen uint64, records ...[]byte) []byte {
+	img := make([]byte, hostileBlocks*blockSize)
+	copy(img, initialBlock([16]byte{1}, "h", 1, extLen))
+	b := append(img[blockSize:blockSize], extensionHeader(headerLen)...)
+	for _, r := range records {
+		b = append(b, r...)
+	}
+	_ = b
+	return img
+}
+
+func encodeRoot(root *tuple) []byte {
+	return newEncoder().value(nil, root, map[any]bool{}, false)
+}
+
+func dirT(kids map[string]*tuple) *tuple {
+	c := newTuple()
+	for k, v := range kids {
+		c.attrs[k] = v
+	}
+	t := newTuple()
+	t.attrs["children"] = c
+	return t
+}
+
+func fileT(extents map[string][3]uint64) *tuple {
+	t := newTuple()
+	et := newTuple()
+	for k, x := range extents {
+		e := newTuple()
+		e.attrs["offset"] = intOf(x[0])
+		e.attrs["length"] = intOf(x[1])
+		e.attrs["allocated"] = intOf(x[2])
+		et.attrs[k] = e
+	}
+	t.attrs["extents"] = et
+	return t
+}
+
+var goodRoot = encodeRoot(dirT(nil))
+
+func TestHostileImages(t *testing.T) {
+	cyc := dirT(nil)
+	cyc.attrs["children"].(*tuple).attrs["self"] = cyc
+	twoParents := dirT(nil)
+	both := fileT(nil)
+	both.attrs["children"] = newTuple()
+	badExt := fileT(nil)
+	badExt.attrs["extents"].(*tuple).attrs["0"] = func() *tuple {
+		x := newTuple()
+		x.attrs["offset"] = strOf("abc")
+		x.attrs["length"] = intOf(1)
+		x.attrs["allocated"] = intOf(1)
+		return x
+	}()
+	deep := []byte{}
+	for i := 0; i < maxDepth+10; i++ {
+		deep = append(deep, 0x91, 0x81, 'a')
+	}
+	deep = append(deep, 0x90)
+
+	cases := []struct {
+		name string
+		img  []byte
+		want string
+	}{
+		{"varint over 10 bytes", image(1024, 1024, []byte{recAvailable, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1}), "overflows 64 bits"},
+		{"huge total", image(1024, 1024, []byte{recAvailable, 0x90, 0x80, 0x80, 0x80, 0x80, 0x00, 1, 0x90}), "larger than the volume"},
+		{"available past extension", image(1, 1, []byte{recAvailable, 0x87, 0x04, 0x87, 0x04}), "exceeds the"},
+		{"extended past extension", image(1, 1, []byte{recAvailable, 0x87, 0x04, 2, 0x91, 0x80, recExtended, 0x87, 0x04}), "TUPLE_EXTENDED of 900 bytes exceeds the"},
+		{"extended without value", image(1024, 1024, record(goodRoot), []byte{recExtended, 1, 0}), "without a value in progress"},
+		{"extended beyond total", image(1024, 1024, []byte{recAvailable, 4, 2, 0x91, 0x80, recExtended, 5, 1, 2, 3, 4, 5}), "still needs"},
+		{"available while pending", image(1024, 1024, []byte{recAvailable, 4, 2, 0x91, 0x80}, record(goodRoot)), "is incomplete"},
+		{"chunk above total", image(1024, 1024, []byte{recAvailable, 1, 2, 0x90, 0x90}), "exceeds its total"},
+		{"link zero length", image(1024, 1024, record(goodRoot), []byte{recLink, 10, 0}), "zero length"},
+		{"link past end", image(1024, 1024, record(goodRoot), []byte{recLink, 0x81, 0x9f, 0x7f, 10}), "past the volume end"},
+		{"link to block 0", image(1024, 1024, record(goodRoot), []byte{recLink, 0, 1}), "overlaps the log"},
+		{"link cycle", image(1024, 1024, record(goodRoot), []byte{recLink, 1, 0x88, 0}), "overlaps the log"},
+		{"header size mismatch", image(1024, 7, record(goodRoot), []byte{recEndOfLog}), "header says 7 blocks, but the link gave 1024"},
+		{"bad version", func() []byte { i := image(1024, 1024, record(goodRoot), []byte{recEndOfLog}); i[blockSize+6] = 6; return i }(), "version 6"},
+		{"bad magic", func() []byte { i := image(1024, 1024, record(goodRoot), []byte{recEndOfLog}); i[blockSize] = 'X'; return i }(), "bad magic"},
+		{"missing END_OF_LOG", func() []byte {
+			i := image(1, 1, record(goodRoot))
+			for k := blockSize + len(extensionHeader(1)) + len(record(goodRoot)); k < 2*blockSize; k++ {
+				i[k] = recEndOfSegment
+			}
+			return i
+		}(), "without END_OF_LOG"},
+		{"unknown record", image(1024, 1024, record(goodRoot), []byte{0x09}), "unknown record type 0x09"},
+		{"entry count bomb", image(1024, 1024, record([]byte{0x9f, 0xff, 0xff, 0x7f})), "claims"},
+		{"undefined index", image(1024, 1024, record(goodRoot), record([]byte{0x11, 0x50, 0x81, 'a', 0x90})), "undefined index 80"},
+		{"name refers to tuple", image(1024, 1024, record(goodRoot), record([]byte{0x11, 0x01, 0x01, 0x90})), "not a symbol"},
+		{"tuple refers to symbol", image(1024, 1024, record(goodRoot), record([]byte{0x11, 0x02, 0x81, 'a', 0x90})), "a symbol"},
+		{"integer reference", image(1024, 1024, record(goodRoot), record([]byte{0x11, 0x01, 0x81, 'a', 0x30, 5})), "reference flag"},
+		{"unknown type", image(1024, 1024, record(goodRoot), record([]byte{0x11, 0x01, 0x81, 'a', 0xd0})), "unknown type 5"},
+		{"deep nesting", image(1024, 1024, record(deep)), "nested deeper"},
+		{"trailing bytes", image(1024, 1024, record(append(append([]byte{}, goodRoot...), 0x90))), "value ends at byte"},
+		{"root not a tuple", image(1024, 1024, record([]byte{0xc1, 'x'})), "immediate tuple"},
+		{"root without children", image(1024, 1024, record([]byte{0x90}), []byte{recEndOfLog}), "no children tuple"},
+		{"directory cycle", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"a": cyc}))), []byte{recEndOfLog}), "another place"},
+		{"directory with two parents", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"a": twoParents, "b": twoParents}))), []byte{recEndOfLog}), "another place"},
+		{"root as child", image(1024, 1024, record(goodRoot), record([]byte{0x11, 0x03, 0x81, 'r', 0x10, 0x01}), []byte{recEndOfLog}), "another place"},
+		{"bad names", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{".": fileT(nil), "a/b": fileT(nil), "\xff": fileT(nil)}))), []byte{recEndOfLog}), "entry skipped"},
+		{"dir and file", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"x": both}))), []byte{recEndOfLog}), "both children and extents"},
+		{"extent not numeric", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": badExt}))), []byte{recEndOfLog}), "offset is missing or not a number"},
+		{"extent key", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"x": {3000, 1, 1}})}))), []byte{recEndOfLog}), "not a decimal"},
+		{"length above allocated", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 2, 1}})}))), []byte{recEndOfLog}), "exceeds allocated"},
+		{"zero length", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 0, 1}})}))), []byte{recEndOfLog}), "is zero"},
+		{"extent outside volume", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {hostileBlocks - 1, 2, 2}})}))), []byte{recEndOfLog}), "outside the volume"},
+		{"extent over log", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {5, 2, 2}})}))), []byte{recEndOfLog}), "overlap the log"},
+		{"extents cross-linked", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 2, 2}}), "g": fileT(map[string][3]uint64{"0": {3001, 2, 2}})}))), []byte{recEndOfLog}), "overlap the log or another extent"},
+		{"extents overlap in file", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 4, 4}, "2": {3100, 4, 4}})}))), []byte{recEndOfLog}), "overlap"},
+		{"extent arithmetic overflow", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"18446744073709551615": {3000, 4, 4}})}))), []byte{recEndOfLog}), "overflow"},
+	}
+	q := testQueue(t)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Mount(blockdev.NewMemoryFrom(q, c.img, true), Options{Queue: q})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("mount: %v; want an error containing %q", err, c.want)
+			}
+			rep, ferr := Fsck(blockdev.NewMemoryFrom(q, c.img, true), Options{})
+			if ferr != nil || rep.Clean() || !strings.Contains(rep.String(), c.want) {
+				t.Fatalf("fsck: %v %v; want a problem containing %q", rep, ferr, c.want)
+			}
+		})
+	}
+}
+
+func TestHostileAccepted(t *testing.T) {
+	q := testQueue(t)
+	// Records after a link are ignored; records in block 0 are accepted;
+	// END_OF_SEGMENT is skipped.
+	img := make([]byte, hostileBlocks*blockSize)
+	b := append(img[:0], initialBlock([16]byte{2}, "b0", 0, 0)[:len(magic)+2+16+3]...)
+	b = append(b, recEndOfSegment)
+	b = append(b, record(goodRoot)...)
+	b = append(b, recLink, 1, 0x88, 0, 0x09, 0x09)
+	_ = b
+	copy(img[blockSize:], append(extensionHeader(1024), recEndOfSegment, recEndOfLog))
+	fs, err := Mount(blockdev.NewMemoryFrom(q, img, true), Options{Queue: q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs.Label() != "b0" {
+		t.Errorf("label %q", fs.Label())
+	}
+	fs.Close()
+	// A raw file that is not TFS at all.
+	_, err = Mount(blockdev.NewMemory(q, 1<<20), Options{Queue: q})
+	if err == nil || !strings.Contains(err.Error(), "neither a TFS volume") {
+		t.Errorf("mount of zeros: %v", err)
+	}
+}

@@ -1,0 +1,118 @@
+package tfs
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Extended attributes and explicit times (tfs-format.md §4.9, §4.11; notes
+// §2, §5). An xattr is a string attribute of the node tuple whose name has
+// an interior dot; built-in attributes never have one.
+
+const (
+	xattrCreate  = 1 // XATTR_CREATE
+	xattrReplace = 2 // XATTR_REPLACE
+)
+
+func isXattrName(name string) bool {
+	i := strings.IndexByte(name, '.')
+	return i > 0 && i < len(name)-1
+}
+
+// checkXattrName accepts user.* names from the host side only.
+func checkXattrName(name string) error {
+	if !strings.HasPrefix(name, "user.") || !isXattrName(name) || len(name) > 255 {
+		return errnoErr(fmt.Sprintf("xattr name %q: only user.* is supported", name), errEOPNOTSUPP)
+	}
+	return nil
+}
+
+// GetXattr returns the value of an xattr; ENODATA if absent.
+func (fs *FS) GetXattr(n *Node, name string) ([]byte, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if !isXattrName(name) {
+		return nil, errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
+	}
+	s, ok := textOf(n.t.attrs[name])
+	if !ok {
+		return nil, errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
+	}
+	return []byte(s), nil
+}
+
+// SetXattr stores an xattr as a string attribute (an EAV record).
+func (fs *FS) SetXattr(n *Node, name string, value []byte, flags int) error {
+	if err := checkXattrName(name); err != nil {
+		return err
+	}
+	if flags&^(xattrCreate|xattrReplace) != 0 || flags == xattrCreate|xattrReplace {
+		return errnoErr("xattr flags", errEINVAL)
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if err := fs.checkWritable(); err != nil {
+		return err
+	}
+	_, has := n.t.attrs[name]
+	if flags&xattrCreate != 0 && has {
+		return errnoErr(fmt.Sprintf("xattr %q", name), errEEXIST)
+	}
+	if flags&xattrReplace != 0 && !has {
+		return errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
+	}
+	return fs.logEAV(n.t, name, strOf(string(value)), false)
+}
+
+// ListXattr lists the attributes whose name has an interior dot.
+func (fs *FS) ListXattr(n *Node) ([]string, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	var out []string
+	for name, v := range n.t.attrs {
+		if _, ok := v.(bytesVal); ok && isXattrName(name) {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// RemoveXattr removes an xattr with an EAV removal record.
+func (fs *FS) RemoveXattr(n *Node, name string) error {
+	if err := checkXattrName(name); err != nil {
+		return err
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if err := fs.checkWritable(); err != nil {
+		return err
+	}
+	if _, ok := n.t.attrs[name]; !ok {
+		return errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
+	}
+	return fs.logEAV(n.t, name, nil, false)
+}
+
+// SetTimes sets atime and/or mtime (nil leaves one unchanged). The values
+// are logged at the next flush, unlike Nanos, which keeps them in memory.
+func (fs *FS) SetTimes(n *Node, atime, mtime *time.Time) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if err := fs.checkWritable(); err != nil {
+		return err
+	}
+	if atime != nil {
+		n.t.attrs["atime"] = intOf(timeToTFS(*atime))
+	}
+	if mtime != nil {
+		n.t.attrs["mtime"] = intOf(timeToTFS(*mtime))
+	}
+	if n.links > 0 || n == fs.root {
+		n.timesDirty = true
+		fs.dirty[n] = true
+	}
+	return nil
+}
