@@ -10,7 +10,6 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
@@ -146,7 +145,7 @@ type mountState struct {
 	pool   *heap.PagePool
 	dev    blockdev.Device
 	fsys   *tfs.FS
-	server *fuse.Server
+	server *fusefs.Server
 	root   fs.InodeEmbedder // the fusefs root, for its error counter
 }
 

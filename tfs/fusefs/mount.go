@@ -3,7 +3,9 @@ package fusefs
 import (
 	"fmt"
 	"log"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -69,7 +71,12 @@ func NewRoot(fsys *tfs.FS, cfg Config) fs.InodeEmbedder {
 // Mount serves the tree of root (from NewRoot) at dir and returns once the
 // kernel has the mount. The caller runs server.Wait() and, after it
 // returns, closes the tfs.FS.
-func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*fuse.Server, error) {
+//
+// As root, the mount is made here with mount(2) and file system type plain
+// "fuse" (no subtype: df -T says "fuse", which xfstests requires; go-fuse
+// would always add one). Otherwise fusermount3 mounts it, as
+// "fuse.tfsmount".
+func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) {
 	r, ok := root.(*node)
 	if !ok {
 		return nil, fmt.Errorf("mount %s: root %T was not made by NewRoot", dir, root)
@@ -88,8 +95,8 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*fuse.Server, er
 			// The source shown in /proc/self/mountinfo is the image path
 			// exactly as given: findmnt -S IMAGE and umount IMAGE rely on it.
 			FsName: mo.FsName,
-			// No subtype, so df -T reports plain "fuse" (xfstests checks it).
-			Name:       "",
+			// The subtype fusermount3 gets; unused when mounting ourselves.
+			Name:       "tfsmount",
 			AllowOther: mo.AllowOther,
 			Options:    mo.KernelOpts,
 			// 1 MiB requests: fewer round trips for streaming I/O; tfs
@@ -98,9 +105,6 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*fuse.Server, er
 			MaxReadAhead: mo.MaxReadAhead,
 			// Enough requests in flight for the device queue to fill.
 			MaxBackground: 64,
-			// Mount with mount(2) when root, avoiding a fusermount3 exec;
-			// go-fuse falls back to fusermount3 otherwise.
-			DirectMount: true,
 			// O_TRUNC arrives with OPEN instead of a separate SETATTR.
 			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
 			Debug:             mo.Debug,
@@ -111,11 +115,30 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*fuse.Server, er
 			EnableLocks: false,
 		},
 	}
-	server, err := fs.Mount(dir, root, opts)
+	srv := &Server{dir: dir}
+	where := dir
+	if os.Geteuid() == 0 {
+		fd, err := mountKernel(dir, &opts.MountOptions)
+		if err != nil {
+			return nil, fmt.Errorf("mount %s on %s: %w", mo.FsName, dir, err)
+		}
+		// go-fuse serves an already mounted /dev/fuse descriptor given as
+		// the path /dev/fd/N (and takes ownership of it).
+		where = fmt.Sprintf("/dev/fd/%d", fd)
+		srv.ownMount = true
+	}
+	server, err := fs.Mount(where, root, opts)
 	if err != nil {
+		if srv.ownMount {
+			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
 		return nil, fmt.Errorf("mount %s on %s: %w", mo.FsName, dir, err)
 	}
-	return server, nil
+	srv.Server = server
+	if srv.ownMount {
+		disablePoll(dir)
+	}
+	return srv, nil
 }
 
 // Errors returns how many requests failed with EIO for an unexpected

@@ -3,9 +3,9 @@ package fusefs
 import (
 	"log"
 	"os"
+	"slices"
+	"strings"
 	"testing"
-
-	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
@@ -19,7 +19,7 @@ type testVolume struct {
 	dev    *blockdev.Memory
 	fsys   *tfs.FS
 	root   *node
-	server *fuse.Server
+	server *Server
 	dir    string
 }
 
@@ -98,3 +98,28 @@ func (v *testVolume) remount(cfg Config) {
 }
 
 func (v *testVolume) path(name string) string { return v.dir + "/" + name }
+
+// TestMountSourceAndType checks what findmnt, umount IMAGE and df -T rely
+// on: the source is the FsName exactly, the type plain "fuse".
+func TestMountSourceAndType(t *testing.T) {
+	v := newTestVolume(t, Config{})
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[4] != v.dir {
+			continue
+		}
+		sep := slices.Index(f, "-")
+		if sep < 0 || sep+2 >= len(f) {
+			t.Fatalf("malformed mountinfo line %q", line)
+		}
+		if fstype, source := f[sep+1], f[sep+2]; fstype != "fuse" || source != "fusefs-test" {
+			t.Errorf("mount type %q source %q, want fuse and fusefs-test", fstype, source)
+		}
+		return
+	}
+	t.Fatalf("%s not in /proc/self/mountinfo", v.dir)
+}
