@@ -101,8 +101,16 @@ func TestHostileImages(t *testing.T) {
 		{"link to block 0", image(1024, 1024, record(goodRoot), []byte{recLink, 0, 1}), "overlaps the log"},
 		{"link cycle", image(1024, 1024, record(goodRoot), []byte{recLink, 1, 0x88, 0}), "overlaps the log"},
 		{"header size mismatch", image(1024, 7, record(goodRoot), []byte{recEndOfLog}), "header says 7 blocks, but the link gave 1024"},
-		{"bad version", func() []byte { i := image(1024, 1024, record(goodRoot), []byte{recEndOfLog}); i[blockSize+6] = 6; return i }(), "version 6"},
-		{"bad magic", func() []byte { i := image(1024, 1024, record(goodRoot), []byte{recEndOfLog}); i[blockSize] = 'X'; return i }(), "bad magic"},
+		{"bad version", func() []byte {
+			i := image(1024, 1024, record(goodRoot), []byte{recEndOfLog})
+			i[blockSize+6] = 6
+			return i
+		}(), "version 6"},
+		{"bad magic", func() []byte {
+			i := image(1024, 1024, record(goodRoot), []byte{recEndOfLog})
+			i[blockSize] = 'X'
+			return i
+		}(), "bad magic"},
 		{"missing END_OF_LOG", func() []byte {
 			i := image(1, 1, record(goodRoot))
 			for k := blockSize + len(extensionHeader(1)) + len(record(goodRoot)); k < 2*blockSize; k++ {

@@ -1,0 +1,265 @@
+package tfs
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/tfsmount/tfsmount/blockdev"
+)
+
+// Mkfs must lay out blocks 0 and 1 exactly like Nanos' mkfs -e.
+func TestMkfsMatchesNanos(t *testing.T) {
+	data := loadImage(t, "empty")
+	exp := loadExpected(t, "empty")
+	u, _ := hex.DecodeString(strings.ReplaceAll(exp.UUID, "-", ""))
+	var uuid [16]byte
+	copy(uuid[:], u)
+	q := testQueue(t)
+	dev := blockdev.NewMemory(q, int64(len(data)))
+	must(t, Mkfs(dev, q, MkfsOptions{Label: exp.Label, UUID: uuid}))
+	if got := dev.Bytes()[:(1+extBlocks)*blockSize]; !bytes.Equal(got, data[:len(got)]) {
+		for i := range got {
+			if got[i] != data[i] {
+				t.Fatalf("mkfs differs from Nanos at byte %d: %#x vs %#x", i, got[i], data[i])
+			}
+		}
+	}
+	if err := Mkfs(dev, q, MkfsOptions{Label: strings.Repeat("x", 32)}); err == nil {
+		t.Error("mkfs accepted a 32-byte label")
+	}
+	if err := Mkfs(blockdev.NewMemory(q, 100*blockSize), q, MkfsOptions{}); err == nil {
+		t.Error("mkfs accepted a device too small for the log")
+	}
+}
+
+// The first file data of a fresh volume lands at block 3073, after the
+// two pre-reserved log areas, as with Nanos' mkfs.
+func TestFirstDataBlock(t *testing.T) {
+	dev := newVolume(t, 4<<20, "")
+	fs := mountMem(t, dev, Options{})
+	f := mk(t)(fs.Create(fs.Root(), "hello", true))
+	writeAll(t, fs, f, []byte("hi\n"), 0)
+	must(t, fs.Close())
+	fs = mountMem(t, dev, Options{ReadOnly: true})
+	defer fs.Close()
+	n := mk(t)(fs.Resolve("/hello"))
+	if len(n.exts) != 1 || n.exts[0].dblock != 3073 || n.exts[0].length != 1 {
+		t.Fatalf("extents %+v, want one at block 3073 of length 1", n.exts[0])
+	}
+	if !bytes.Equal(dev.Bytes()[3073*blockSize:3073*blockSize+4], []byte("hi\n\x00")) {
+		t.Error("data block content")
+	}
+}
+
+// Fixture images changed by this writer read back with the old content
+// intact and the changes present, including a v4 log, which gets a v5
+// extension appended.
+func TestFixturesModified(t *testing.T) {
+	for _, name := range []string{"tree", "fusemod", "v4-old-encoding", "partitioned", "many10k"} {
+		t.Run(name, func(t *testing.T) {
+			exp := loadExpected(t, name)
+			q := testQueue(t)
+			dev := blockdev.NewMemoryFrom(q, loadImage(t, name), false)
+			fs := mountMem(t, dev, Options{Queue: q})
+			d := mk(t)(fs.Mkdir(fs.Root(), "added"))
+			f := mk(t)(fs.Create(d, "file", true))
+			payload := pattern(9, 70000)
+			writeAll(t, fs, f, payload, 0)
+			must(t, fs.SetXattr(f, "user.k", []byte("v"), 0))
+			must(t, fs.Close())
+
+			fs = mountMem(t, dev, Options{Queue: q, ReadOnly: true})
+			if name == "v4-old-encoding" {
+				if v := fs.log.exts[len(fs.log.exts)-1].version; v != 5 || len(fs.log.exts) != 3 {
+					t.Errorf("chain %+v: want a v5 extension appended", fs.log.exts)
+				}
+			}
+			// Every original entry except the root (one more entry now).
+			// Times of the changed nodes are new: not compared (raw nil).
+			entries := append([]expEntry(nil), exp.Entries...)
+			now := &expTime{}
+			entries[0].Entries = intp(*entries[0].Entries + 1)
+			entries[0].Mtime, entries[0].Atime = now, now
+			entries = append(entries, expEntry{Path: "/added", Type: "dir", Entries: intp(1), Mtime: now, Atime: now},
+				expEntry{Path: "/added/file", Type: "file", Size: int64p(int64(len(payload))), SHA256: sha(payload), Mtime: now, Atime: now})
+			checkEntries(t, fs, entries)
+			rep, err := Fsck(dev, Options{})
+			must(t, err)
+			if !rep.Clean() {
+				t.Errorf("fsck: %s", rep)
+			}
+			must(t, fs.Close())
+		})
+	}
+}
+
+func intp(i int) *int       { return &i }
+func int64p(i int64) *int64 { return &i }
+func sha(b []byte) string   { return fmt.Sprintf("%x", sha256.Sum256(b)) }
+
+func TestFsckFixturesClean(t *testing.T) {
+	for _, name := range fixtureNames(t) {
+		q := testQueue(t)
+		rep, err := Fsck(blockdev.NewMemoryFrom(q, loadImage(t, name), true), Options{})
+		if err != nil || !rep.Clean() {
+			t.Errorf("%s: %v %v", name, rep, err)
+		}
+	}
+}
+
+// Many operations grow the log past one extension; a remount replays it;
+// many removals then trigger Nanos' compaction threshold (§2.9).
+func TestLogGrowsAcrossExtensions(t *testing.T) {
+	dev := newVolume(t, 32<<20, "grow")
+	q := testQueue(t)
+	fs := mountMem(t, dev, Options{Queue: q})
+	d := mk(t)(fs.Mkdir(fs.Root(), "many"))
+	name := func(i int) string { return fmt.Sprintf("file-with-a-longish-name-%05d", i) }
+	for i := 0; i < 12000; i++ {
+		mk(t)(fs.Create(d, name(i), true))
+	}
+	must(t, fs.Close())
+	fs = mountMem(t, dev, Options{Queue: q})
+	if len(fs.log.exts) < 3 {
+		t.Fatalf("log has %d extensions, want it to have grown", len(fs.log.exts))
+	}
+	d = mk(t)(fs.Resolve("/many"))
+	ents, err := fs.ReadDir(d)
+	must(t, err)
+	if len(ents) != 12000 {
+		t.Fatalf("%d entries", len(ents))
+	}
+	before := fs.LogBlocks()
+	for i := 1000; i < 12000; i++ {
+		must(t, fs.Unlink(d, name(i)))
+	}
+	// Overwrites make entries obsolete one by one until the threshold
+	// (at least 8192 obsolete, at most half of all entries live) is met.
+	keep := mk(t)(fs.Resolve("/many/" + name(0)))
+	for i := 0; i < 20000; i++ {
+		must(t, fs.SetXattr(keep, "user.counter", []byte(fmt.Sprint(i)), 0))
+	}
+	must(t, fs.Sync())
+	if after := fs.LogBlocks(); after >= before {
+		t.Errorf("threshold compaction did not shrink the log: %d -> %d blocks", before, after)
+	}
+	must(t, fs.Close())
+	fs = mountMem(t, dev, Options{Queue: q})
+	defer fs.Close()
+	if ents, _ := fs.ReadDir(mk(t)(fs.Resolve("/many"))); len(ents) != 1000 {
+		t.Fatalf("%d entries after compaction", len(ents))
+	}
+	if fs.log.records > 3 {
+		t.Errorf("%d records after compaction", fs.log.records)
+	}
+}
+
+// A log ending inside a value (a torn write across extensions, §6.4) is
+// rebuilt at a writable mount before anything is appended.
+func TestDanglingValueRebuilt(t *testing.T) {
+	img := image(1024, 1024, record(goodRoot), []byte{recAvailable, 10, 2, 0x11, 0x03, recEndOfLog})
+	q := testQueue(t)
+	dev := blockdev.NewMemoryFrom(q, img, false)
+	rep, err := Fsck(dev, Options{})
+	must(t, err)
+	if rep.Clean() || !strings.Contains(rep.String(), "incomplete value") {
+		t.Fatalf("fsck: %s", rep)
+	}
+	fs := mountMem(t, dev, Options{Queue: q})
+	mk(t)(fs.Mkdir(fs.Root(), "after"))
+	must(t, fs.Close())
+	fs = mountMem(t, dev, Options{Queue: q})
+	defer fs.Close()
+	if fs.log.dangling || fs.log.exts[1].start == 1 {
+		t.Fatalf("log not rebuilt: dangling=%v chain %+v", fs.log.dangling, fs.log.exts)
+	}
+	mk(t)(fs.Resolve("/after"))
+}
+
+func TestNamespaceErrors(t *testing.T) {
+	dev := newVolume(t, 8<<20, "")
+	fs := mountMem(t, dev, Options{})
+	defer fs.Close()
+	r := fs.Root()
+	d := mk(t)(fs.Mkdir(r, "d"))
+	sub := mk(t)(fs.Mkdir(d, "sub"))
+	f := mk(t)(fs.Create(r, "f", true))
+	mk(t)(fs.Create(sub, "x", true))
+	errIs := func(err error, want syscall.Errno, what string) {
+		t.Helper()
+		if !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %v", what, err, want)
+		}
+	}
+	for _, bad := range []string{"", ".", "..", "a/b", "a\x00b", "\xff"} {
+		_, err := fs.Create(r, bad, true)
+		errIs(err, syscall.EINVAL, fmt.Sprintf("create %q", bad))
+	}
+	_, err := fs.Create(r, strings.Repeat("n", 256), true)
+	errIs(err, syscall.ENAMETOOLONG, "long name")
+	_, err = fs.Create(r, "f", true)
+	errIs(err, syscall.EEXIST, "exclusive create")
+	errIs(fs.Rmdir(r, "d"), syscall.ENOTEMPTY, "rmdir non-empty")
+	errIs(fs.Unlink(r, "d"), syscall.EISDIR, "unlink dir")
+	errIs(fs.Rmdir(r, "f"), syscall.ENOTDIR, "rmdir file")
+	errIs(fs.Link(d, r, "dl"), syscall.EPERM, "link dir")
+	errIs(fs.Rename(r, "d", sub, "inside", 0), syscall.EINVAL, "dir into itself")
+	errIs(fs.Rename(r, "f", r, "d", 0), syscall.EISDIR, "file over dir")
+	errIs(fs.Rename(d, "sub", r, "f", 0), syscall.ENOTDIR, "dir over file")
+	mk(t)(fs.Mkdir(r, "full"))
+	mk(t)(fs.Create(mk(t)(fs.Resolve("/full")), "y", true))
+	errIs(fs.Rename(d, "sub", r, "full", 0), syscall.ENOTEMPTY, "dir over non-empty dir")
+	errIs(fs.Rename(r, "f", r, "full", RenameNoReplace), syscall.EEXIST, "noreplace")
+	errIs(fs.Rename(r, "f", r, "nothere", RenameExchange), syscall.ENOENT, "exchange with nothing")
+	errIs(fs.Rename(r, "f", r, "g", RenameWhiteout), syscall.EINVAL, "whiteout")
+	errIs(fs.SetXattr(f, "trusted.x", []byte("1"), 0), syscall.EOPNOTSUPP, "trusted xattr")
+	_, err = fs.GetXattr(f, "user.none")
+	errIs(err, syscall.ENODATA, "absent xattr")
+	errIs(fs.Fallocate(f, FallocPunchHole, 0, 1), syscall.EOPNOTSUPP, "punch without keep-size")
+	// An unlinked open file keeps its data until release.
+	writeAll(t, fs, f, pattern(5, 9000), 0)
+	fs.Open(f)
+	freeOpen := fs.StatFS().Free
+	must(t, fs.Unlink(r, "f"))
+	if got := readAll(t, fs, f); !bytes.Equal(got, pattern(5, 9000)) {
+		t.Error("unlinked open file lost its data")
+	}
+	fs.Release(f)
+	if fs.StatFS().Free <= freeOpen-1 && fs.StatFS().Free < freeOpen {
+		t.Errorf("blocks not freed at release: %d vs %d", fs.StatFS().Free, freeOpen)
+	}
+	if a := fs.Getattr(f); a.Nlink != 0 {
+		t.Errorf("nlink of an unlinked file %d", a.Nlink)
+	}
+	ro := mountMem(t, dev, Options{ReadOnly: true})
+	defer ro.Close()
+	_, err = ro.Mkdir(ro.Root(), "z")
+	errIs(err, syscall.EROFS, "mkdir on read-only mount")
+}
+
+func TestSeekAndEnospc(t *testing.T) {
+	dev := newVolume(t, 4<<20, "")
+	fs := mountMem(t, dev, Options{})
+	defer fs.Close()
+	f := mk(t)(fs.Create(fs.Root(), "s", true))
+	writeAll(t, fs, f, []byte("data"), 1<<20)
+	must(t, fs.Fallocate(f, FallocKeepSize, 0, 4096))
+	if off, err := fs.Seek(f, 0, seekData); err != nil || off != 1<<20 {
+		t.Errorf("SEEK_DATA: %d %v", off, err)
+	}
+	if off, err := fs.Seek(f, 1<<20, seekHole); err != nil || off != 1<<20+4 {
+		t.Errorf("SEEK_HOLE: %d %v", off, err)
+	}
+	// 4 MiB volume: 1025 log blocks, 2048 pre-reserved: about 5000 free.
+	g := mk(t)(fs.Create(fs.Root(), "big", true))
+	_, err := fs.Write(g, make([]byte, 4<<20), 0)
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("oversized write: %v, want ENOSPC", err)
+	}
+}
