@@ -104,6 +104,28 @@ func (c *Cache) makeRoom(want int) bool {
 	return false
 }
 
+// maxRoomAttempts bounds how often an operation that cannot get memory
+// retries before it gives up; pins are held only for the length of one
+// copy, so memory pinned by concurrent readers comes back quickly.
+const maxRoomAttempts = 25
+
+// retryRoom is called by an operation that could not get a page buffer
+// for the attempt-th time (from 1). It makes room, or waits a little for
+// pins to be released, and reports whether to try again; after
+// maxRoomAttempts it says no, so the caller returns partial progress or
+// ErrNoMemory instead of waiting forever.
+func (c *Cache) retryRoom(attempt int, want int) bool {
+	if c.makeRoom(want) {
+		return true
+	}
+	if attempt >= maxRoomAttempts {
+		c.stats.noMemory.Add(1)
+		return false
+	}
+	time.Sleep(time.Duration(min(attempt, 20)) * 100 * time.Microsecond)
+	return true
+}
+
 // evict frees up to want unpinned pages from the LRU, taking locks in
 // order: victims are picked under the state lock, then each is rechecked
 // under its node lock.

@@ -52,23 +52,23 @@ func (n *Node) readChunk(p []byte, off, size int64) (int, error) {
 	first := off / PageSize
 	last := (off + int64(len(p)) - 1) / PageSize
 	last = min(last, first+c.maxPins()-1)
-	for {
-		pins, runs, ra, w := n.pinForRead(first, last, size)
+	for attempt := 1; ; attempt++ {
+		pl := n.pinForRead(first, last, size)
+		pins, w := pl.pins, pl.w
 		if len(pins) == 0 {
-			c.stats.noMemory.Add(1)
-			if c.makeRoom(1) {
+			if c.retryRoom(attempt, 1) {
 				continue
 			}
 			return 0, fmt.Errorf("read file bytes at %d: %w", off, heap.ErrNoMemory)
 		}
-		for _, run := range runs {
-			n.fill(run, size, w)
+		for _, run := range pl.runs {
+			n.fill(run, pl.size, w)
 		}
-		if len(ra) > 0 {
+		if len(pl.ra) > 0 {
 			// Read-ahead is not waited for: its merge's done does nothing.
 			raw := &opWait{m: bh.NewMerge(c.q, func(error) {})}
-			for _, run := range ra {
-				n.fill(run, size, raw)
+			for _, run := range pl.ra {
+				n.fill(run, pl.size, raw)
 			}
 			raw.m.Finish()
 		}
@@ -93,17 +93,33 @@ func (n *Node) readChunk(p []byte, off, size int64) (int, error) {
 	}
 }
 
+// readPlan is what pinForRead prepared: the pinned pages, the runs to
+// fill (and read ahead), the wait (nil when every page was valid), and the
+// file length to fill up to.
+type readPlan struct {
+	pins     []*page
+	runs, ra [][]*page
+	w        *opWait
+	size     int64
+}
+
 // pinForRead pins pages first..last (stopping early if memory runs out),
 // claims the missing ones for filling (grouped in runs of consecutive
-// pages), registers w on pages someone else is filling, and picks
-// read-ahead runs for a sequential reader. The returned wait is nil when
-// every page was valid already.
-func (n *Node) pinForRead(first, last, size int64) (pins []*page, runs, ra [][]*page, w *opWait) {
+// pages), registers a wait on pages someone else is filling, and picks
+// read-ahead runs for a sequential reader.
+//
+// Fills use the larger of the caller's size and the node's: a reader may
+// pass a length read before a concurrent write extended the file, and
+// zeroing the extension in a clean page would hide committed data.
+func (n *Node) pinForRead(first, last, size int64) readPlan {
 	c := n.c
 	n.lock()
 	defer n.unlock()
-	n.size = size
-	pins = make([]*page, 0, last-first+1)
+	n.size = max(n.size, size)
+	size = n.size
+	pins := make([]*page, 0, last-first+1)
+	var runs [][]*page
+	var w *opWait
 	var cur []*page
 	endRun := func() {
 		if len(cur) > 0 {
@@ -149,10 +165,11 @@ func (n *Node) pinForRead(first, last, size int64) (pins []*page, runs, ra [][]*
 	}
 	c.stats.hits.Add(hits)
 	c.stats.misses.Add(misses)
+	pl := readPlan{pins: pins, runs: runs, w: w, size: size}
 	if int64(len(pins)) == last-first+1 {
-		ra = n.readAheadLocked(first, last, size)
+		pl.ra = n.readAheadLocked(first, last, size)
 	}
-	return pins, runs, ra, w
+	return pl
 }
 
 // readAheadLocked grows the window of a sequential reader and claims the

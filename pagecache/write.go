@@ -30,6 +30,11 @@ func (n *Node) Write(p []byte, off int64, size int64) (int, error) {
 	if err := n.b.Reserve(off, int64(len(p))); err != nil {
 		return 0, fmt.Errorf("reserve file bytes [%d,%d): %w", off, end, err)
 	}
+	// As in reads, a stale (smaller) size from the caller must not make
+	// the fills zero bytes the node knows are there.
+	n.lock()
+	size = max(size, n.size)
+	n.unlock()
 	wr := &writeOp{n: n, p: p, off: off, end: end, size: size}
 	defer wr.unpin()
 	if err := wr.prefill(); err != nil {
@@ -65,7 +70,7 @@ func (wr *writeOp) prefill() error {
 	if last != first {
 		idxs = append(idxs, last)
 	}
-	for {
+	for attempt := 1; ; attempt++ {
 		var w *opWait
 		var runs [][]*page
 		short := false
@@ -112,8 +117,7 @@ func (wr *writeOp) prefill() error {
 		if !short {
 			return nil
 		}
-		c.stats.noMemory.Add(1)
-		if !c.makeRoom(2) {
+		if !c.retryRoom(attempt, 2) {
 			return fmt.Errorf("write file bytes [%d,%d): %w", wr.off, wr.end, heap.ErrNoMemory)
 		}
 	}
@@ -145,6 +149,7 @@ const (
 func (wr *writeOp) copyAll() (int, error) {
 	n, c := wr.n, wr.n.c
 	pos := wr.off
+	attempt := 0
 	for pos < wr.end {
 		n.lock()
 		var stop writeStop
@@ -161,11 +166,13 @@ func (wr *writeOp) copyAll() (int, error) {
 				return int(pos - wr.off), fmt.Errorf("read-modify-write of file bytes [%d,%d): %w", pos, wr.end, err)
 			}
 		case stopNoMemory:
-			c.stats.noMemory.Add(1)
-			if !c.makeRoom(1) {
+			attempt++
+			if !c.retryRoom(attempt, 1) {
 				return int(pos - wr.off), fmt.Errorf("write file bytes [%d,%d): %w", pos, wr.end, heap.ErrNoMemory)
 			}
+			continue
 		}
+		attempt = 0
 	}
 	return len(wr.p), nil
 }
