@@ -256,7 +256,7 @@ func closeVolume(st *mountState, logf func(string, ...any)) error {
 // describeOpenError explains the common reasons an image cannot be opened.
 func describeOpenError(image string, err error) string {
 	if isLockConflict(err) {
-		return fmt.Sprintf("%s is in use: another tfsmount (a mount, fsck, mkfs...) has it open; unmount it first (%v)", image, err)
+		return fmt.Sprintf("%s is in use by another tfsmount (mounted, or open for fsck, mkfs, put...); unmount it first", image)
 	}
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Sprintf("%s does not exist (create one with 'tfsmount mkfs %s')", image, image)

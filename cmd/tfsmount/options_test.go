@@ -128,3 +128,17 @@ func TestStripTypeFlag(t *testing.T) {
 		t.Errorf("stripTypeFlag = %q, want %q", got, want)
 	}
 }
+
+func TestUnescapeMountinfo(t *testing.T) {
+	for in, want := range map[string]string{
+		`/srv/vm.img`:         "/srv/vm.img",
+		`/srv/my\040disk.img`: "/srv/my disk.img",
+		`a\134b`:              `a\b`,
+		`trailing\04`:         `trailing\04`,
+		`\011tab\012newline`:  "\ttab\nnewline",
+	} {
+		if got := unescapeMountinfo(in); got != want {
+			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -46,17 +48,61 @@ func openDevice(image string, readOnly bool) (*volume, error) {
 // this delay.
 const lockWait = 15 * time.Second
 
-// openLocked is blockdev.Open, retried while the image is locked by another
-// process, for up to lockWait.
+// openLocked is blockdev.Open, retried for up to lockWait while the image
+// is locked by another process but not mounted (a daemon finishing its
+// write-back after umount). A mounted image fails at once.
 func openLocked(image string, opts blockdev.OpenOptions) (blockdev.Device, error) {
 	deadline := time.Now().Add(lockWait)
 	for {
 		dev, err := blockdev.Open(image, opts)
-		if err == nil || !isLockConflict(err) || time.Now().After(deadline) {
+		if err == nil || !isLockConflict(err) || time.Now().After(deadline) || isMountedSource(image) {
 			return dev, err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// isMountedSource reports whether a FUSE mount has image (as given, or as
+// an absolute path) as its source.
+func isMountedSource(image string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	abs, _ := filepath.Abs(image)
+	for _, line := range strings.Split(string(b), "\n") {
+		// Fields after the " - " separator: type, source, super options.
+		_, after, ok := strings.Cut(line, " - ")
+		f := strings.Fields(after)
+		if !ok || len(f) < 2 || !strings.HasPrefix(f[0], "fuse") {
+			continue
+		}
+		src := unescapeMountinfo(f[1])
+		if src == image || src == abs {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for space...) of
+// /proc/self/mountinfo fields.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // isLockConflict reports whether err says another process holds the image.
