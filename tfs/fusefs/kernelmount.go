@@ -92,3 +92,18 @@ func disablePoll(dir string) {
 	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLPRI | unix.POLLOUT}}, 0)
 	syscall.Close(fd)
 }
+
+// setReadAhead raises the kernel's readahead for the mount to kb KiB. The
+// kernel starts a FUSE mount at the smaller of the INIT reply's
+// max_readahead and the system default (128 KiB), so streaming reads would
+// arrive as 128 KiB requests; each request costs a round trip, and larger
+// ones let tfs read more pages per device request. Only root may write the
+// setting; failures leave the default.
+func setReadAhead(dir string, kb int) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	_ = os.WriteFile(p, []byte(fmt.Sprintf("%d\n", kb)), 0o644)
+}

@@ -138,6 +138,7 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) 
 	if srv.ownMount {
 		disablePoll(dir)
 	}
+	setReadAhead(dir, mo.MaxReadAhead>>10)
 	return srv, nil
 }
 
