@@ -33,6 +33,14 @@ func (fs *FS) allocate(n *Node, mode uint32, off, length int64) error {
 		return err
 	}
 	fs.mu.Lock()
+	size := n.size
+	fs.mu.Unlock()
+	if mode&FallocKeepSize == 0 && off+length > size {
+		if err := fs.zeroTail(n, fd, size, off+length); err != nil {
+			return err
+		}
+	}
+	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if err := fs.checkWritable(); err != nil {
 		return err
