@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,7 +108,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 		case k < 18: // close
 			if fd, ok := anyFd(); ok {
 				if err := unix.Close(fd); err != nil {
-					fail(op, "close: %v", err)
+					fail(op, "close %s: %v", md.desc(fd), err)
 				}
 				delete(md.fds, fd)
 			}
@@ -124,7 +125,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 			r.Read(buf)
 			n, err := unix.Pwrite(fd, buf, off)
 			if err != nil || n != len(buf) {
-				fail(op, "pwrite %d at %d: %d, %v", len(buf), off, n, err)
+				fail(op, "pwrite %d at %d on %s: %d, %v", len(buf), off, md.desc(fd), n, err)
 				continue
 			}
 			ino := md.fds[fd]
@@ -139,7 +140,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 			buf := make([]byte, 1+r.Intn(modelMaxLen))
 			n, err := unix.Pread(fd, buf, off)
 			if err != nil {
-				fail(op, "pread %d at %d: %v", len(buf), off, err)
+				fail(op, "pread %d at %d on %s: %v", len(buf), off, md.desc(fd), err)
 				continue
 			}
 			want := []byte{}
@@ -147,8 +148,8 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 				want = content[off:min(int64(len(content)), off+int64(len(buf)))]
 			}
 			if !bytes.Equal(buf[:n], want) {
-				fail(op, "pread %d at %d (size %d): got %d bytes, want %d, first difference at %d",
-					len(buf), off, len(content), n, len(want), firstDiff(buf[:n], want))
+				fail(op, "pread %d at %d on %s: got %d bytes, want %d, first difference at %d",
+					len(buf), off, md.desc(fd), n, len(want), firstDiff(buf[:n], want))
 			}
 		case k < 67: // ftruncate
 			fd, ok := anyFd()
@@ -160,7 +161,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 				size = 0
 			}
 			if err := unix.Ftruncate(fd, size); err != nil {
-				fail(op, "ftruncate %d: %v", size, err)
+				fail(op, "ftruncate %d on %s: %v", size, md.desc(fd), err)
 				continue
 			}
 			ino := md.fds[fd]
@@ -178,7 +179,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 				mode |= unix.FALLOC_FL_PUNCH_HOLE
 			}
 			if err := unix.Fallocate(fd, mode, off, length); err != nil {
-				fail(op, "fallocate mode %#x %d+%d: %v", mode, off, length, err)
+				fail(op, "fallocate mode %#x %d+%d on %s: %v", mode, off, length, md.desc(fd), err)
 				continue
 			}
 			if mode&unix.FALLOC_FL_PUNCH_HOLE != 0 {
@@ -227,11 +228,11 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 			}
 			mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 			if err != nil {
-				fail(op, "mmap %d bytes: %v", size, err)
+				fail(op, "mmap %d bytes of %s: %v", size, md.desc(fd), err)
 				continue
 			}
 			if !bytes.Equal(mem, md.data[ino]) {
-				fail(op, "mmap of %d bytes shows different content (first difference at %d)", size, firstDiff(mem, md.data[ino]))
+				fail(op, "mmap of %s shows different content (first difference at %d)", md.desc(fd), firstDiff(mem, md.data[ino]))
 			}
 			off := r.Intn(size)
 			patch := make([]byte, min(size-off, 1+r.Intn(8192)))
@@ -239,7 +240,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 			copy(mem[off:], patch)
 			copy(md.data[ino][off:], patch)
 			if err := unix.Msync(mem, unix.MS_SYNC); err != nil {
-				fail(op, "msync: %v", err)
+				fail(op, "msync of %s: %v", md.desc(fd), err)
 			}
 			unix.Munmap(mem)
 		case k < 96: // stat size
@@ -263,7 +264,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 					err = unix.Fdatasync(fd)
 				}
 				if err != nil {
-					fail(op, "fsync: %v", err)
+					fail(op, "fsync of %s: %v", md.desc(fd), err)
 				}
 			}
 		}
@@ -279,6 +280,23 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 	}
 	md.checkAll(t, m2, seed, "after remount")
 	return m2
+}
+
+// desc describes what the model knows about an fd, for failure messages.
+func (md *modelFS) desc(fd int) string {
+	ino := md.fds[fd]
+	var names []string
+	for n, i := range md.names {
+		if i == ino {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	where := "unlinked"
+	if len(names) > 0 {
+		where = "named " + strings.Join(names, ",")
+	}
+	return fmt.Sprintf("fd %d (inode %d, %s, size %d)", fd, ino, where, len(md.data[ino]))
 }
 
 // dropName removes a name; the inode's data stays only while an fd has it.
