@@ -53,7 +53,7 @@ var genericOptions = map[string]bool{
 // without a word (SELinux contexts, systemd and x-* options).
 var genericPrefixes = []string{
 	"context=", "fscontext=", "defcontext=", "rootcontext=",
-	"x-", "comment=", "helper=",
+	"x-", "comment=", "helper=", "user=", "uhelper=",
 }
 
 // parseMountOptions applies a comma-separated -o list to o. Later options
