@@ -63,6 +63,13 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 		name := fmt.Sprintf("f%d", i)
 		md.paths[name] = m.Path(name)
 	}
+	// On a failure the fds must be closed before the mount's cleanup, or
+	// the unmount is busy and the daemon cannot exit.
+	t.Cleanup(func() {
+		for fd := range md.fds {
+			unix.Close(fd)
+		}
+	})
 	failures := 0
 	fail := func(op int, format string, args ...any) {
 		t.Helper()
