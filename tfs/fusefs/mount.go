@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -47,13 +48,47 @@ type mount struct {
 	cfg Config
 	// errors counts requests answered with EIO because of an unexpected error.
 	errors atomic.Int64
+	limit  logLimiter
 }
 
 func (m *mount) logf(format string, args ...any) {
 	m.errors.Add(1)
-	if m.cfg.Logf != nil {
+	if m.cfg.Logf == nil {
+		return
+	}
+	if ok, dropped := m.limit.allow(time.Now()); ok {
+		if dropped > 0 {
+			m.cfg.Logf("(%d similar messages suppressed)", dropped)
+		}
 		m.cfg.Logf(format, args...)
 	}
+}
+
+// logLimiter lets at most logBurst messages through per second, so that a
+// failing device or a corrupt directory read in a loop cannot flood the
+// log; it counts what it holds back.
+type logLimiter struct {
+	mu      sync.Mutex
+	second  int64 // the Unix second being counted
+	n       int   // messages let through in that second
+	dropped int   // messages held back since the last one let through
+}
+
+const logBurst = 20
+
+func (l *logLimiter) allow(now time.Time) (ok bool, dropped int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := now.Unix(); s != l.second {
+		l.second, l.n = s, 0
+	}
+	if l.n >= logBurst {
+		l.dropped++
+		return false, 0
+	}
+	l.n++
+	dropped, l.dropped = l.dropped, 0
+	return true, dropped
 }
 
 // NewRoot returns the root node of a FUSE tree serving fsys.
