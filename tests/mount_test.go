@@ -104,8 +104,8 @@ func startMount(t *testing.T, img, dir string, opts ...string) (*mount, error) {
 	deadline := time.Now().Add(mountTimeout)
 	for {
 		if src, ok := mountSource(dir); ok {
-			if src != img {
-				return m, fmt.Errorf("mount source is %q, want the image path %q", src, img)
+			if want := wantSource(img, m.Opts); src != want {
+				return m, fmt.Errorf("mount source is %q, want %q", src, want)
 			}
 			m.mounted = true
 			return m, nil
@@ -174,6 +174,17 @@ func (m *mount) finish() {
 	m.t.Helper()
 	m.Unmount()
 	requireFsckClean(m.t, m.Image, fsckArgsFor(m.Opts)...)
+}
+
+// wantSource is the mount source tfsmount must show: the IMAGE argument
+// exactly, unless an fsname= option overrides it.
+func wantSource(img, opts string) string {
+	for _, o := range strings.Split(opts, ",") {
+		if v, ok := strings.CutPrefix(o, "fsname="); ok {
+			return v
+		}
+	}
+	return img
 }
 
 // fsckArgsFor passes a partition= mount option on to fsck.
