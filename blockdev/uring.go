@@ -45,10 +45,14 @@ type uringDev struct {
 	fixed *fixedBuffers // nil when no pool is registered
 	stats Stats
 	why   string
+	sqes  atomic.Uint64 // SQEs published, for tests of request splitting
 
 	life   sync.RWMutex // Submit holds it shared; Close exclusively
 	closed bool
 }
+
+// setupRingFn creates rings; tests replace it to make io_uring unavailable.
+var setupRingFn = setupRing
 
 // wakeUserData marks the NOP that tells the reaper to stop.
 const wakeUserData = ^uint64(0)
@@ -78,7 +82,7 @@ type slot struct {
 }
 
 func newUringDev(f *imageFile, q *bh.Queue, pool *heap.PagePool, depth int) (*uringDev, error) {
-	r, err := setupRing(depth)
+	r, err := setupRingFn(depth)
 	if err != nil {
 		return nil, err
 	}
@@ -249,6 +253,7 @@ func (u *uringDev) fillSQE(s *slot) {
 	if s.op != opWake {
 		s.armed.Store(1)
 	}
+	u.sqes.Add(1)
 	atomic.StoreUint32(u.r.sqTail, tail+1)
 }
 

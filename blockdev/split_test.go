@@ -1,0 +1,79 @@
+package blockdev
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tfsmount/tfsmount/bh"
+)
+
+// TestUringSplitsAtIOVMaxAndRingSize checks the part count of requests at
+// the IOV_MAX boundary, and that a request with more parts than the ring
+// has slots still completes (its submitter waits for its own parts).
+func TestUringSplitsAtIOVMaxAndRingSize(t *testing.T) {
+	q := bh.NewQueue(2)
+	defer q.Close()
+	path, data := imageOf(t, t.TempDir(), 8<<20)
+	d := openT(t, path, OpenOptions{IO: "uring", Queue: q, Depth: 2})
+	u := d.(*uringDev)
+	if len(u.slots) != 2 {
+		t.Fatalf("%d slots, want 2", len(u.slots))
+	}
+	for _, c := range []struct{ bufs, parts int }{{1, 1}, {iovMax, 1}, {iovMax + 1, 2}, {5*iovMax + 3, 6}} {
+		bufs := make([][]byte, c.bufs)
+		want := make([]byte, 0, c.bufs*3)
+		for i := range bufs {
+			bufs[i] = make([]byte, 3)
+		}
+		want = append(want, data[1000:1000+3*c.bufs]...)
+		before := u.sqes.Load()
+		n, err := wait(d, &Request{Op: OpRead, Off: 1000, Bufs: bufs})
+		if err != nil || n != int64(3*c.bufs) {
+			t.Fatalf("%d buffers: n=%d err=%v", c.bufs, n, err)
+		}
+		if got := u.sqes.Load() - before; got != uint64(c.parts) {
+			t.Fatalf("%d buffers went out as %d SQEs, want %d", c.bufs, got, c.parts)
+		}
+		if !bytes.Equal(bytes.Join(bufs, nil), want) {
+			t.Fatalf("%d buffers: wrong data", c.bufs)
+		}
+	}
+	if len(u.free) != 2 {
+		t.Fatalf("%d slots free after the requests", len(u.free))
+	}
+}
+
+// TestOpenAutoFallsBackToSync makes io_uring_setup fail as a seccomp
+// profile or io_uring_disabled would, and checks the three modes.
+func TestOpenAutoFallsBackToSync(t *testing.T) {
+	saved := setupRingFn
+	defer func() { setupRingFn = saved }()
+	setupRingFn = func(int) (*ring, error) { return nil, fmt.Errorf("io_uring_setup: %w", unix.EPERM) }
+	q := bh.NewQueue(1)
+	defer q.Close()
+	path, data := imageOf(t, t.TempDir(), 64<<10)
+	var notices []string
+	logf := func(format string, args ...any) { notices = append(notices, fmt.Sprintf(format, args...)) }
+	if _, err := Open(path, OpenOptions{Queue: q, IO: "uring", Logf: logf}); err == nil || !strings.Contains(err.Error(), "operation not permitted") {
+		t.Fatalf("uring mode without io_uring: %v", err)
+	}
+	d, err := Open(path, OpenOptions{Queue: q, Logf: logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if len(notices) != 1 || !strings.Contains(notices[0], "sync I/O backend") || !strings.Contains(notices[0], "operation not permitted") {
+		t.Fatalf("notices %q", notices)
+	}
+	if desc := Describe(d); !strings.HasPrefix(desc, "sync (io_uring unavailable") {
+		t.Fatalf("Describe = %q", desc)
+	}
+	got := make([]byte, 100)
+	if err := ReadAt(d, got, 5); err != nil || !bytes.Equal(got, data[5:105]) {
+		t.Fatalf("fallback read: %v", err)
+	}
+}
