@@ -23,6 +23,21 @@ type modelFS struct {
 	fds   map[int]int       // real fd -> inode
 	ino   int               // last inode number handed out
 	paths map[string]string // name -> full path on the mount
+	hist  map[int][]string  // inode -> the operations that changed it, for failure messages
+}
+
+// note records an operation on an inode; a data mismatch prints the
+// inode's history so the failing sequence can be replayed by hand.
+func (md *modelFS) note(ino, op int, format string, args ...any) {
+	h := append(md.hist[ino], fmt.Sprintf("op %d: ", op)+fmt.Sprintf(format, args...))
+	if len(h) > 40 {
+		h = h[len(h)-40:]
+	}
+	md.hist[ino] = h
+}
+
+func (md *modelFS) history(fd int) string {
+	return "\n\t" + strings.Join(md.hist[md.fds[fd]], "\n\t")
 }
 
 const (
@@ -58,7 +73,7 @@ func TestRandomOpsModel(t *testing.T) {
 // remounts, checks again and returns the new mount.
 func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 	r := rand.New(rand.NewSource(seed))
-	md := &modelFS{names: map[string]int{}, data: map[int][]byte{}, fds: map[int]int{}, paths: map[string]string{}}
+	md := &modelFS{names: map[string]int{}, data: map[int][]byte{}, fds: map[int]int{}, paths: map[string]string{}, hist: map[int][]string{}}
 	for i := 0; i < modelFiles; i++ {
 		name := fmt.Sprintf("f%d", i)
 		md.paths[name] = m.Path(name)
@@ -70,13 +85,23 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 			unix.Close(fd)
 		}
 	})
+	// A mismatch is reported, and the run goes on, so one bug does not hide
+	// the next: the first few of each kind (the message's first word) are
+	// printed, and the run stops only when mismatches pile up.
 	failures := 0
+	perKind := map[string]int{}
 	fail := func(op int, format string, args ...any) {
 		t.Helper()
 		failures++
-		t.Errorf("seed %d op %d: %s", seed, op, fmt.Sprintf(format, args...))
-		if failures > 10 {
-			t.Fatalf("seed %d: too many mismatches, stopping", seed)
+		kind, _, _ := strings.Cut(format, " ")
+		perKind[kind]++
+		if perKind[kind] <= 3 {
+			t.Errorf("seed %d op %d: %s", seed, op, fmt.Sprintf(format, args...))
+		} else if perKind[kind] == 4 {
+			t.Errorf("seed %d: more %q mismatches follow, not printed", seed, kind)
+		}
+		if failures > 300 {
+			t.Fatalf("seed %d: %d mismatches, stopping", seed, failures)
 		}
 	}
 	anyFd := func() (int, bool) {
@@ -112,11 +137,13 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 				md.data[ino] = nil
 			}
 			md.fds[fd] = ino
+			md.note(ino, op, "open %s as fd %d", n, fd)
 		case k < 18: // close
 			if fd, ok := anyFd(); ok {
 				if err := unix.Close(fd); err != nil {
 					fail(op, "close %s: %v", md.desc(fd), err)
 				}
+				md.note(md.fds[fd], op, "close fd %d", fd)
 				delete(md.fds, fd)
 			}
 		case k < 40: // pwrite
@@ -137,6 +164,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 			}
 			ino := md.fds[fd]
 			md.data[ino] = writeAt(md.data[ino], buf, off)
+			md.note(ino, op, "pwrite fd %d %d bytes at %d", fd, len(buf), off)
 		case k < 60: // pread, checked
 			fd, ok := anyFd()
 			if !ok {
@@ -155,8 +183,8 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 				want = content[off:min(int64(len(content)), off+int64(len(buf)))]
 			}
 			if !bytes.Equal(buf[:n], want) {
-				fail(op, "pread %d at %d on %s: got %d bytes, want %d, first difference at %d",
-					len(buf), off, md.desc(fd), n, len(want), firstDiff(buf[:n], want))
+				fail(op, "pread %d at %d on %s: got %d bytes, want %d, first difference at %d; history:%s",
+					len(buf), off, md.desc(fd), n, len(want), firstDiff(buf[:n], want), md.history(fd))
 			}
 		case k < 67: // ftruncate
 			fd, ok := anyFd()
@@ -173,6 +201,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 			}
 			ino := md.fds[fd]
 			md.data[ino] = resize(md.data[ino], size)
+			md.note(ino, op, "ftruncate fd %d to %d", fd, size)
 		case k < 73: // fallocate: punch hole or keep-size preallocation
 			fd, ok := anyFd()
 			if !ok {
@@ -189,6 +218,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 				fail(op, "fallocate mode %#x %d+%d on %s: %v", mode, off, length, md.desc(fd), err)
 				continue
 			}
+			md.note(ino, op, "fallocate fd %d mode %#x %d+%d", fd, mode, off, length)
 			if mode&unix.FALLOC_FL_PUNCH_HOLE != 0 {
 				d := md.data[ino]
 				for i := off; i < off+length && i < int64(len(d)); i++ {
@@ -207,6 +237,10 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 			case err != nil:
 				fail(op, "rename %s -> %s: %v", a, b, err)
 			case a != b:
+				md.note(ino, op, "rename %s -> %s", a, b)
+				if old, ok := md.names[b]; ok {
+					md.note(old, op, "replaced by rename %s -> %s", a, b)
+				}
 				md.dropName(b)
 				delete(md.names, a)
 				md.names[b] = ino
@@ -221,6 +255,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 			} else if err != nil {
 				fail(op, "unlink %s: %v", n, err)
 			} else {
+				md.note(md.names[n], op, "unlink %s", n)
 				md.dropName(n)
 			}
 		case k < 92: // write and read through a shared mapping
@@ -233,19 +268,27 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 			if size == 0 {
 				continue
 			}
+			// Touching a mapping past the real EOF would kill the test
+			// binary with SIGBUS, so the size is checked first.
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil || st.Size != int64(size) {
+				fail(op, "fstat of %s: size %d, %v", md.desc(fd), st.Size, err)
+				continue
+			}
 			mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 			if err != nil {
 				fail(op, "mmap %d bytes of %s: %v", size, md.desc(fd), err)
 				continue
 			}
 			if !bytes.Equal(mem, md.data[ino]) {
-				fail(op, "mmap of %s shows different content (first difference at %d)", md.desc(fd), firstDiff(mem, md.data[ino]))
+				fail(op, "mmap of %s shows different content (first difference at %d); history:%s", md.desc(fd), firstDiff(mem, md.data[ino]), md.history(fd))
 			}
 			off := r.Intn(size)
 			patch := make([]byte, min(size-off, 1+r.Intn(8192)))
 			r.Read(patch)
 			copy(mem[off:], patch)
 			copy(md.data[ino][off:], patch)
+			md.note(ino, op, "mmap fd %d, %d bytes written at %d, msync", fd, len(patch), off)
 			if err := unix.Msync(mem, unix.MS_SYNC); err != nil {
 				fail(op, "msync of %s: %v", md.desc(fd), err)
 			}
