@@ -63,7 +63,7 @@ func TestRandomOpsModel(t *testing.T) {
 				}
 			})
 			m := freshMount(t, "128M", "io="+io)
-			m = runModel(t, m, seed, 4000)
+			m = runModel(t, m, seed, 5000)
 			m.finish()
 		})
 	}

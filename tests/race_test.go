@@ -37,25 +37,47 @@ func TestRenameRaces(t *testing.T) {
 		go func(seed int64) {
 			defer wg.Done()
 			r := rand.New(rand.NewSource(seed))
-			// Paths are guessed, so many operations find nothing there
-			// (ENOENT) or a name taken (EEXIST); those are the expected
-			// outcomes of racing with the other goroutines.
-			pick := func() string {
-				dirs := []string{m.Dir}
+			// Sources come from a fresh listing of a random directory, so
+			// most operations find something to move; the others lose a
+			// race with another goroutine (ENOENT, EEXIST...), which is
+			// an expected outcome.
+			dirs := func() []string {
+				ds := []string{m.Dir}
 				for d := 0; d < ndirs; d++ {
-					dirs = append(dirs, m.Path(fmt.Sprintf("dir%d", d)))
-					dirs = append(dirs, m.Path(fmt.Sprintf("dir%d", r.Intn(ndirs)), fmt.Sprintf("dir%d", d)))
+					ds = append(ds, m.Path(fmt.Sprintf("dir%d", d)))
+					ds = append(ds, m.Path(fmt.Sprintf("dir%d", r.Intn(ndirs)), fmt.Sprintf("dir%d", d)))
 				}
-				dir := dirs[r.Intn(len(dirs))]
+				return ds
+			}
+			existing := func() string {
+				dir := dirs()[r.Intn(2*ndirs+1)]
+				f, err := os.Open(dir)
+				if err == nil {
+					names, _ := f.Readdirnames(-1)
+					f.Close()
+					if len(names) > 0 {
+						return filepath.Join(dir, names[r.Intn(len(names))])
+					}
+				}
+				return filepath.Join(dir, fmt.Sprintf("f%d", r.Intn(nfiles)))
+			}
+			fresh := func() string {
+				dir := dirs()[r.Intn(2*ndirs+1)]
 				if r.Intn(6) == 0 {
 					return filepath.Join(dir, fmt.Sprintf("dir%d", r.Intn(ndirs)))
 				}
 				return filepath.Join(dir, fmt.Sprintf("f%d", r.Intn(nfiles)))
 			}
+			pick := func(exchange bool) (string, string) {
+				if exchange {
+					return existing(), existing()
+				}
+				return existing(), fresh()
+			}
 			for time.Now().Before(stop) {
-				a, b := pick(), pick()
-				var err error
 				exchange := r.Intn(2) == 0
+				a, b := pick(exchange)
+				var err error
 				if exchange {
 					err = unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
 				} else {
