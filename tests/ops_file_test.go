@@ -442,3 +442,46 @@ func TestFsyncSurvivesKill(t *testing.T) {
 	}
 	m2.finish()
 }
+
+// TestFillToENOSPC writes until the volume is full: the error is ENOSPC
+// (from write, fsync or close), the image stays consistent, and deleting
+// the file gives the space back.
+func TestFillToENOSPC(t *testing.T) {
+	m := freshMount(t, "32M")
+	var before unix.Statfs_t
+	unix.Statfs(m.Dir, &before)
+	f, err := os.Create(m.Path("fill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := randBytes(41, 1<<20)
+	var werr error
+	written := 0
+	for i := 0; i < 64 && werr == nil; i++ {
+		var n int
+		n, werr = f.Write(chunk)
+		written += n
+	}
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	wantErrno(t, "filling a 32 MiB volume with 64 MiB", werr, unix.ENOSPC)
+	if written < 16<<20 {
+		t.Errorf("only %d bytes fitted on a 32 MiB volume", written)
+	}
+	if err := os.Remove(m.Path("fill")); err != nil {
+		t.Fatal(err)
+	}
+	var after unix.Statfs_t
+	unix.Statfs(m.Dir, &after)
+	if after.Bfree+after.Bfree/50 < before.Bfree {
+		t.Errorf("free blocks %d after deleting the file, %d before filling", after.Bfree, before.Bfree)
+	}
+	mustWriteFile(t, m.Path("after"), chunk)
+	m = m.remount()
+	wantContent(t, m.Path("after"), chunk)
+	m.finish()
+}
