@@ -12,24 +12,20 @@ import (
 
 // handle is one open file description. Its flags never change after open.
 type handle struct {
-	// direct is true for O_DIRECT opens: reads and writes bypass the
-	// kernel page cache (FOPEN_DIRECT_IO).
-	direct bool
+	flags uint32 // the open(2) flags
 }
 
-// openFlags decides the kernel caching of a new handle. Cached handles keep
-// the kernel's page cache from earlier opens (FOPEN_KEEP_CACHE): every
-// change to file data goes through this mount, and the kernel invalidates
-// its own cache for truncate, punch hole and copy_file_range; the one
-// change it does not see, a write through a direct handle, is invalidated
-// by write(). O_DIRECT handles get FOPEN_DIRECT_IO, with parallel writes.
-func (n *node) openFlags(flags uint32) (*handle, uint32) {
-	if flags&syscall.O_DIRECT != 0 {
-		return &handle{direct: true}, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_PARALLEL_DIRECT_WRITES
-	}
-	n.cachedOpens.Add(1)
-	return &handle{}, fuse.FOPEN_KEEP_CACHE
-}
+// openFlags is the kernel caching of every handle: the page cache is kept
+// from earlier opens (FOPEN_KEEP_CACHE), because every change to file data
+// goes through this mount and the kernel invalidates its own cache for
+// truncate, punch hole and copy_file_range.
+//
+// O_DIRECT handles get the same reply on purpose: the kernel then serves
+// them with its own direct I/O path, which bypasses the page cache for
+// that handle yet writes back and invalidates cached pages around each
+// direct request, so other handles and shared mappings of the file stay
+// coherent. FOPEN_DIRECT_IO would skip that coherence (and refuse mmap).
+const openFlags = fuse.FOPEN_KEEP_CACHE
 
 func wantsWrite(flags uint32) bool {
 	return flags&syscall.O_ACCMODE == syscall.O_WRONLY || flags&syscall.O_ACCMODE == syscall.O_RDWR
@@ -55,8 +51,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 	}
 	m.fs.Open(n.tn)
-	h, fuseFlags := n.openFlags(flags)
-	return h, fuseFlags, 0
+	return &handle{flags: flags}, openFlags, 0
 }
 
 var _ = (fs.NodeCreater)((*node)(nil))
@@ -83,10 +78,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 	}
 	m.fs.Open(tn)
-	inode := n.newChild(ctx, tn, out)
-	child := inode.Operations().(*node)
-	h, fuseFlags := child.openFlags(flags)
-	return inode, h, fuseFlags, 0
+	return n.newChild(ctx, tn, out), &handle{flags: flags}, openFlags, 0
 }
 
 var _ = (fs.NodeReleaser)((*node)(nil))
@@ -94,9 +86,6 @@ var _ = (fs.NodeReleaser)((*node)(nil))
 // Release ends a handle; the last release of an unlinked file frees its
 // blocks (tfs keeps them until then).
 func (n *node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
-	if h, ok := f.(*handle); ok && !h.direct {
-		n.cachedOpens.Add(-1)
-	}
 	n.m.fs.Release(n.tn)
 	return 0
 }
@@ -124,12 +113,6 @@ var _ = (fs.NodeWriter)((*node)(nil))
 
 func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	k, err := n.m.fs.Write(n.tn, data, off)
-	if h, ok := f.(*handle); ok && h.direct && k > 0 && n.cachedOpens.Load() > 0 {
-		// Other handles may hold the old bytes in the kernel page cache.
-		// Notify from another goroutine: the kernel may be waiting for
-		// this reply while holding page locks the invalidation needs.
-		go n.NotifyContent(off, int64(k))
-	}
 	if err != nil && k == 0 {
 		return 0, n.m.toErrno("write", err)
 	}

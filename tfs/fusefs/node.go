@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,9 +20,6 @@ type node struct {
 	fs.Inode
 	m  *mount
 	tn *tfs.Node
-	// cachedOpens counts open handles that use the kernel page cache; a
-	// direct-I/O write invalidates the cache only when there are some.
-	cachedOpens atomic.Int32
 }
 
 // kindMode is the S_IF* type bits of k.
