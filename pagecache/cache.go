@@ -35,6 +35,9 @@ const (
 	// evictBatch is how many pages an allocation evicts at once when
 	// the cache is full, so eviction is not paid page by page.
 	evictBatch = 16
+	// closeWait bounds how long Close waits for I/O in flight on pages
+	// it dropped.
+	closeWait = 10 * time.Second
 )
 
 // Stats are counters since New, and the current page counts.
@@ -214,9 +217,18 @@ func (c *Cache) Close() error {
 		for _, n := range c.nodeList() {
 			n.Drop()
 		}
-		st := c.lockState()
-		left := c.cachedPages
-		st.unlock()
+		// Dropped pages with I/O in flight (read-ahead, say) are freed
+		// when it completes; give it a bounded time to.
+		left := int64(0)
+		for wait := time.Duration(0); wait < closeWait; wait += time.Millisecond {
+			st := c.lockState()
+			left = c.cachedPages
+			st.unlock()
+			if left == 0 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
 		if left != 0 && err == nil {
 			err = fmt.Errorf("pagecache: %d pages still pinned or in flight at close", left)
 		}

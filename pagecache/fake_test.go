@@ -220,7 +220,7 @@ type rigOpts struct {
 func newRig(t testing.TB, o rigOpts) *rig {
 	t.Helper()
 	if o.devSize == 0 {
-		o.devSize = 64 << 20
+		o.devSize = 8 << 20
 	}
 	if o.budget == 0 {
 		o.budget = 1 << 20

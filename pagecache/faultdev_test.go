@@ -28,6 +28,8 @@ type faultDev struct {
 	rnd     *rand.Rand
 	inline  bool // complete failed requests inline (contract violation on purpose)
 	failed  int
+	reads   int
+	writes  int
 	pending map[*blockdev.Request]bool
 	doubles int
 }
@@ -39,6 +41,12 @@ func newFaultDev(q *bh.Queue, d blockdev.Device) *faultDev {
 func (f *faultDev) Submit(r *blockdev.Request) {
 	f.mu.Lock()
 	f.seen++
+	switch r.Op {
+	case blockdev.OpRead:
+		f.reads++
+	case blockdev.OpWrite:
+		f.writes++
+	}
 	fail := f.seen == f.failNth || (f.failIf != nil && f.failIf(r))
 	var wait time.Duration
 	if f.maxWait > 0 {

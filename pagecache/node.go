@@ -38,6 +38,7 @@ type Node struct {
 	// Sequential read detection for read-ahead.
 	nextRead int64 // page index just after the last read
 	raPages  int   // current read-ahead window in pages
+	raEnd    int64 // page index read-ahead has been issued up to
 
 	// Guarded by the cache's state lock.
 	inflight int

@@ -9,7 +9,7 @@ import (
 
 const (
 	// maxReadAhead bounds the read-ahead window (pages).
-	maxReadAhead = 256
+	maxReadAhead = 512
 	// minReadAhead is the first window of a sequential reader.
 	minReadAhead = 8
 )
@@ -173,35 +173,34 @@ func (n *Node) pinForRead(first, last, size int64) readPlan {
 }
 
 // readAheadLocked grows the window of a sequential reader and claims the
-// missing pages ahead of it, once the reader has used half of what was
-// read ahead before. Caller holds the node lock.
+// missing pages ahead of it. n.raEnd marks how far read-ahead has already
+// been issued; a new window starts only when the reader is within half a
+// window of that mark, so a reader of cached data pays nothing here and
+// one of cold data keeps the device busy ahead of it. Read-ahead may
+// evict old clean pages like any allocation; the window is capped at a
+// quarter of the budget so it cannot push out much. Caller holds the node
+// lock.
 func (n *Node) readAheadLocked(first, last, size int64) [][]*page {
 	c := n.c
 	sequential := first == n.nextRead || first+1 == n.nextRead
 	n.nextRead = last + 1
 	if !sequential {
 		n.raPages = 0
+		n.raEnd = 0
 		return nil
 	}
-	if n.raPages == 0 {
-		n.raPages = minReadAhead
-	} else {
-		n.raPages = min(2*n.raPages, maxReadAhead, int(c.budget/4))
+	// The first window is at least the read itself: a reader asking for
+	// 1 MiB at a time wants the next MiB on its way while it copies.
+	n.raPages = min(max(2*n.raPages, minReadAhead, int(last-first+1)), maxReadAhead, int(c.budget/4))
+	if n.raEnd > last+1+int64(n.raPages)/2 {
+		return nil
 	}
 	endPage := (size + PageSize - 1) / PageSize
 	limit := min(last+1+int64(n.raPages), endPage)
-	// Start only when less than half a window is cached ahead of the
-	// reader: one still consuming the previous window needs no new I/O.
-	start := last + 1
-	for start < limit && n.pages[start] != nil {
-		start++
-	}
-	if start >= limit || start > last+1+int64(n.raPages)/2 {
-		return nil
-	}
 	var runs [][]*page
 	var cur []*page
-	for idx := start; idx < limit; idx++ {
+	idx := max(last+1, n.raEnd)
+	for ; idx < limit; idx++ {
 		if pg := n.pages[idx]; pg != nil {
 			if len(cur) > 0 {
 				runs = append(runs, cur)
@@ -209,17 +208,11 @@ func (n *Node) readAheadLocked(first, last, size int64) [][]*page {
 			}
 			continue
 		}
-		st := c.lockState()
-		full := c.cachedPages >= c.budget-c.budget/8
-		st.unlock()
-		if full {
-			break // read-ahead never pushes out the cache's working set
-		}
 		pg, err := n.getPage(idx)
 		if err != nil {
 			break
 		}
-		st = c.lockState()
+		st := c.lockState()
 		st.setState(pg, stateReading)
 		st.unlock()
 		if len(cur) == maxRunPages {
@@ -229,6 +222,7 @@ func (n *Node) readAheadLocked(first, last, size int64) [][]*page {
 		cur = append(cur, pg)
 		c.stats.readAhead.Add(1)
 	}
+	n.raEnd = idx
 	if len(cur) > 0 {
 		runs = append(runs, cur)
 	}

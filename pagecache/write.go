@@ -213,7 +213,9 @@ func (wr *writeOp) copyLocked(pos int64) (int64, writeStop, *page, *opWait) {
 			}
 			// Every byte that matters is written now; the rest is past
 			// EOF and must read as zeros.
-			clear(pg.buf)
+			in := pos % PageSize
+			clear(pg.buf[:in])
+			clear(pg.buf[min(PageSize, in+wr.end-pos):])
 		}
 		st.unlock()
 		in := pos % PageSize
