@@ -77,7 +77,10 @@ func (r *Request) Len() int64 {
 type Device interface {
 	// Submit queues r. It may block the caller for back-pressure when the
 	// device is saturated, so bh workers and the reaper must not call it
-	// while holding locks a completion needs.
+	// while holding locks a completion needs. A bh worker may submit: the
+	// backends free their capacity without the bhqueue (the io_uring
+	// reaper recycles slots itself; sync workers post and move on), except
+	// that io_uring resubmits short transfers and EAGAIN from a bh worker.
 	Submit(r *Request)
 	// Size is the device size in bytes.
 	Size() int64

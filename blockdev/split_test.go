@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -76,4 +78,40 @@ func TestOpenAutoFallsBackToSync(t *testing.T) {
 	if err := ReadAt(d, got, 5); err != nil || !bytes.Equal(got, data[5:105]) {
 		t.Fatalf("fallback read: %v", err)
 	}
+}
+
+// TestReaperRecyclesSlotsWhileBHStalls stalls every bh worker and submits
+// far more requests than the ring has slots: the reaper must keep freeing
+// slots on its own (no allocation, no bh), so every Submit returns, and
+// every completion is delivered once the workers resume.
+func TestReaperRecyclesSlotsWhileBHStalls(t *testing.T) {
+	q := bh.NewQueue(1)
+	defer q.Close()
+	path, _ := imageOf(t, t.TempDir(), 1<<20)
+	d := openT(t, path, OpenOptions{IO: "uring", Queue: q, Depth: 4})
+	release := make(chan struct{})
+	stalled := make(chan struct{})
+	q.PostFunc(func() { close(stalled); <-release })
+	<-stalled
+	const n = 500
+	var delivered sync.WaitGroup
+	delivered.Add(n)
+	submitted := make(chan struct{})
+	go func() {
+		for i := 0; i < n; i++ {
+			d.Submit(&Request{Op: OpRead, Off: int64(i%256) * 4096, Bufs: [][]byte{make([]byte, 4096)},
+				Done: func(int64, error) { delivered.Done() }})
+		}
+		close(submitted)
+	}()
+	select {
+	case <-submitted:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Submit blocked while bh workers were stalled: slots are not recycled by the reaper")
+	}
+	if q.Len() < n-4 {
+		t.Fatalf("only %d completions queued while stalled", q.Len())
+	}
+	close(release)
+	waitOrDump(t, &delivered, "completions after the stall")
 }

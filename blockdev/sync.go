@@ -1,6 +1,7 @@
 package blockdev
 
 import (
+	"fmt"
 	"io"
 	"sync"
 
@@ -24,7 +25,7 @@ type syncDev struct {
 	workers sync.WaitGroup
 	stats   Stats
 	why     string
-	closeMu sync.Mutex
+	life    sync.RWMutex // Submit holds it shared; Close exclusively
 	closed  bool
 }
 
@@ -39,6 +40,12 @@ func newSyncDev(f *imageFile, q *bh.Queue, workers int, why string) *syncDev {
 
 func (d *syncDev) Submit(r *Request) {
 	r.start, r.stats = nowNs(), &d.stats
+	d.life.RLock()
+	defer d.life.RUnlock()
+	if d.closed {
+		finishNow(d.q, r, 0, fmt.Errorf("%s %s: device closed", r.Op, d.path))
+		return
+	}
 	if err := Check(r, d.size, d.readOnly); err != nil {
 		finishNow(d.q, r, 0, err)
 		return
@@ -149,15 +156,15 @@ func (d *syncDev) describe() string {
 }
 
 // Close waits for the requests already submitted, then closes the image.
-// Submitting after Close panics, as sending on a closed channel does.
+// Requests submitted after Close fail.
 func (d *syncDev) Close() error {
-	d.closeMu.Lock()
+	d.life.Lock()
 	if d.closed {
-		d.closeMu.Unlock()
+		d.life.Unlock()
 		return nil
 	}
 	d.closed = true
-	d.closeMu.Unlock()
+	d.life.Unlock()
 	close(d.reqs)
 	d.workers.Wait()
 	return d.close()

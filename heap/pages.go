@@ -44,6 +44,7 @@ type PagePool struct {
 	inUse    int
 	high     int
 	idle     int              // mapped slabs with no page in use
+	last     int              // slab of the last allocation (a hint)
 	slabs    []*slab          // by index; nil where no slab is mapped
 	byBase   map[uintptr]int  // slab base address -> index
 	watchers map[int]SlabFunc // by watch id
@@ -110,22 +111,31 @@ func (p *PagePool) Alloc() ([]byte, error) {
 // slabWithRoom finds a mapped slab with a free page, preferring ones in
 // use so that idle slabs can go back to the OS, or maps a new one.
 func (p *PagePool) slabWithRoom() (*slab, error) {
+	// The slab of the last allocation usually has room: O(1) in the
+	// common case, a scan only when it fills up.
+	if s := p.slabs[p.last]; s != nil && len(s.free) > 0 {
+		return s, nil
+	}
 	var idle *slab
-	for _, s := range p.slabs {
+	idleAt := 0
+	for i, s := range p.slabs {
 		if s != nil && len(s.free) > 0 {
 			if s.used > 0 {
+				p.last = i
 				return s, nil
 			}
 			if idle == nil {
-				idle = s
+				idle, idleAt = s, i
 			}
 		}
 	}
 	if idle != nil {
+		p.last = idleAt
 		return idle, nil
 	}
 	for i, s := range p.slabs {
 		if s == nil {
+			p.last = i
 			return p.mapSlab(i)
 		}
 	}
