@@ -3,6 +3,7 @@ package pagecache
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -95,7 +96,7 @@ func TestAuditB4ReadErrorDuringRMW(t *testing.T) {
 func TestAuditFillDoesNotOverwriteConcurrentWrite(t *testing.T) {
 	r, fd := faultRig(t, rigOpts{})
 	f := storedFile(t, r, pattern(0, 2*PageSize, 1))
-	fd.set(func(f *faultDev) { f.maxWait = 30 * time.Millisecond })
+	fd.set(func(f *faultDev) { f.hold = true })
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -113,9 +114,31 @@ func TestAuditFillDoesNotOverwriteConcurrentWrite(t *testing.T) {
 		}
 		time.Sleep(50 * time.Microsecond)
 	}
+	// The writer must wait for the fill; let the fill finish only once
+	// the writer is waiting on it.
 	fresh := pattern(0, PageSize, 2)
-	if k, err := f.n.Write(fresh, 0, f.size); err != nil || k != PageSize {
-		t.Fatalf("write: %d, %v", k, err)
+	wrote := make(chan error, 1)
+	go func() {
+		k, err := f.n.Write(fresh, 0, f.size)
+		if err == nil && k != PageSize {
+			err = fmt.Errorf("short write %d", k)
+		}
+		wrote <- err
+	}()
+	for waiters := 0; waiters == 0; {
+		f.n.lock()
+		st := r.c.lockState()
+		waiters = len(f.n.pages[0].waiters)
+		st.unlock()
+		f.n.unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never waited for the fill")
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	fd.release()
+	if err := <-wrote; err != nil {
+		t.Fatalf("write: %v", err)
 	}
 	wg.Wait()
 	if got := f.read(t, 0, PageSize); !bytes.Equal(got, fresh) {
@@ -231,7 +254,7 @@ func TestAuditSinglePageFillError(t *testing.T) {
 	f := storedFile(t, r, data)
 	fd.set(func(f *faultDev) {
 		f.failNth = f.seen + 1
-		f.maxWait = 20 * time.Millisecond
+		f.hold = true
 	})
 	const readers = 4
 	errs := make(chan error, readers)
@@ -241,6 +264,22 @@ func TestAuditSinglePageFillError(t *testing.T) {
 			errs <- err
 		}()
 	}
+	// Hold the failing fill until the other readers wait on the page.
+	deadline := time.Now().Add(5 * time.Second)
+	for waiting := 0; waiting < readers-1; {
+		f.n.lock()
+		st := r.c.lockState()
+		if p := f.n.pages[0]; p != nil {
+			waiting = len(p.waiters)
+		}
+		st.unlock()
+		f.n.unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d readers wait on the shared fill", waiting)
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	fd.release()
 	for i := 0; i < readers; i++ {
 		if err := <-errs; !errors.Is(err, errInjected) {
 			t.Errorf("reader %d got %v, want the device error", i, err)

@@ -26,7 +26,9 @@ type faultDev struct {
 	failIf  func(r *blockdev.Request) bool
 	maxWait time.Duration // random completion delay up to this
 	rnd     *rand.Rand
-	inline  bool // complete failed requests inline (contract violation on purpose)
+	inline  bool     // complete in Submit, on the caller's stack (a contract violation, on purpose)
+	hold    bool     // keep completions until release
+	held    []func() // completions kept while hold is set
 	failed  int
 	reads   int
 	writes  int
@@ -69,27 +71,59 @@ func (f *faultDev) Submit(r *blockdev.Request) {
 		f.mu.Unlock()
 		orig(n, err)
 	}
+	// deliver hands a completion back the way the test asked for.
+	deliver := func(fn func()) {
+		f.mu.Lock()
+		if f.hold {
+			f.held = append(f.held, fn)
+			f.mu.Unlock()
+			return
+		}
+		f.mu.Unlock()
+		switch {
+		case wait > 0:
+			time.AfterFunc(wait, func() { f.q.PostFunc(fn) })
+		default:
+			f.q.PostFunc(fn)
+		}
+	}
 	if fail {
 		err := fmt.Errorf("%s at %d: %w", r.Op, r.Off, errInjected)
-		switch {
-		case inline:
+		if inline {
 			finish(0, err)
-		case wait > 0:
-			time.AfterFunc(wait, func() { f.q.PostFunc(func() { finish(0, err) }) })
-		default:
-			f.q.PostFunc(func() { finish(0, err) })
+			return
 		}
+		deliver(func() { finish(0, err) })
 		return
 	}
 	inner := *r
-	inner.Done = func(n int64, err error) {
-		if wait > 0 {
-			time.AfterFunc(wait, func() { f.q.PostFunc(func() { finish(n, err) }) })
-			return
+	if inline {
+		// Wait for the device here and complete on the submitter's
+		// stack, as a naive synchronous backend would.
+		type result struct {
+			n   int64
+			err error
 		}
-		finish(n, err)
+		ch := make(chan result, 1)
+		inner.Done = func(n int64, err error) { ch <- result{n, err} }
+		f.Device.Submit(&inner)
+		res := <-ch
+		finish(res.n, res.err)
+		return
 	}
+	inner.Done = func(n int64, err error) { deliver(func() { finish(n, err) }) }
 	f.Device.Submit(&inner)
+}
+
+// release stops holding completions and delivers the held ones.
+func (f *faultDev) release() {
+	f.mu.Lock()
+	held := f.held
+	f.held, f.hold = nil, false
+	f.mu.Unlock()
+	for _, fn := range held {
+		f.q.PostFunc(fn)
+	}
 }
 
 func (f *faultDev) set(fn func(f *faultDev)) {
