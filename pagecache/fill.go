@@ -28,6 +28,19 @@ func (n *Node) fill(run []*page, size int64, w *opWait) {
 	})
 	defer rm.Finish()
 	c.stats.fillPages.Add(int64(len(run)))
+	// The pages are ours until the fill completes and their contents are
+	// not valid yet, so their buffers can be swapped around: in address
+	// order, neighbouring buffers make one contiguous device transfer.
+	if len(run) > 1 {
+		bufs := make([][]byte, len(run))
+		for i, p := range run {
+			bufs[i] = p.buf
+		}
+		sortByAddress(bufs)
+		for i, p := range run {
+			p.buf = bufs[i]
+		}
+	}
 
 	runOff := run[0].off()
 	runLen := int64(len(run)) * PageSize

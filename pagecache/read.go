@@ -1,7 +1,10 @@
 package pagecache
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
+	"unsafe"
 
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/heap"
@@ -245,6 +248,43 @@ func (n *Node) getPage(idx int64) (*page, error) {
 	st.unlock()
 	n.pages[idx] = pg
 	return pg, nil
+}
+
+// allocRunLocked creates pages idx, idx+1, ... for up to max consecutive
+// indices that have none, and returns how many it made (0 with the error
+// if not even one buffer could be had). The buffers are handed out in
+// ascending address order: the pool returns neighbours for consecutive
+// allocations (in descending order once pages were freed in file order),
+// and ascending neighbours let the device send a run of pages as one
+// contiguous buffer. Caller holds the node lock.
+func (n *Node) allocRunLocked(idx, max int64) (int, error) {
+	var bufs [][]byte
+	for i := idx; i < idx+max && n.pages[i] == nil; i++ {
+		buf, err := n.c.allocBuf(n)
+		if err != nil {
+			if len(bufs) == 0 {
+				return 0, err
+			}
+			break
+		}
+		bufs = append(bufs, buf)
+	}
+	sortByAddress(bufs)
+	st := n.c.lockState()
+	for i, buf := range bufs {
+		pg := &page{node: n, index: idx + int64(i), buf: buf}
+		st.setState(pg, stateAlloc)
+		n.pages[pg.index] = pg
+	}
+	st.unlock()
+	return len(bufs), nil
+}
+
+// sortByAddress orders page buffers by their address.
+func sortByAddress(bufs [][]byte) {
+	slices.SortFunc(bufs, func(a, b []byte) int {
+		return cmp.Compare(uintptr(unsafe.Pointer(&a[0])), uintptr(unsafe.Pointer(&b[0])))
+	})
 }
 
 // unpinAll drops one pin on each page.

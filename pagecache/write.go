@@ -192,10 +192,13 @@ func (wr *writeOp) copyLocked(pos int64) (int64, writeStop, *page, *opWait) {
 	}()
 	for pos < wr.end {
 		idx := pos / PageSize
-		pg, err := n.getPage(idx)
-		if err != nil {
-			return pos, stopNoMemory, nil, nil
+		if n.pages[idx] == nil {
+			left := (wr.end-1)/PageSize - idx + 1
+			if _, err := n.allocRunLocked(idx, min(left, maxRunPages)); err != nil {
+				return pos, stopNoMemory, nil, nil
+			}
 		}
+		pg := n.pages[idx]
 		st := c.lockState()
 		switch pg.state {
 		case stateReading, stateWriting:
