@@ -248,3 +248,47 @@ func TestRequestsAreSectorAligned(t *testing.T) {
 		t.Fatal("device differs")
 	}
 }
+
+// Eviction takes the least recently used clean pages first, and never
+// dirty ones.
+func TestEvictionIsLRUAndSparesDirtyPages(t *testing.T) {
+	const budget = 32
+	r := newRig(t, rigOpts{budget: budget * PageSize})
+	a := storedFile(t, r, pattern(0, 24*PageSize, 1))
+	a.read(t, 0, a.size) // pages 0..23 cached, oldest first
+	for pg := int64(0); pg < 8; pg++ {
+		a.read(t, pg*PageSize, 10) // 0..7 become the youngest
+	}
+	d := r.newFile()
+	d.write(t, pattern(0, 8*PageSize, 2), 0) // 8 dirty pages: the cache is full
+	b := storedFile(t, r, pattern(0, 8*PageSize, 3))
+	for pg := int64(0); pg < 8; pg++ {
+		b.read(t, pg*PageSize, 10) // one page at a time, no read-ahead into a
+	}
+	cached := func(f *file, pg int64) bool {
+		f.n.lock()
+		defer f.n.unlock()
+		return f.n.pages[pg] != nil
+	}
+	for pg := int64(0); pg < 8; pg++ {
+		if !cached(a, pg) {
+			t.Errorf("recently used page %d of a was evicted", pg)
+		}
+		if !cached(d, pg) {
+			t.Errorf("dirty page %d was evicted", pg)
+		}
+	}
+	evicted := 0
+	for pg := int64(8); pg < 24; pg++ {
+		if !cached(a, pg) {
+			evicted++
+		}
+	}
+	if evicted < 8 {
+		t.Errorf("only %d of the 16 least recently used pages were evicted to make room for 8", evicted)
+	}
+	if !d.n.Dirty() || r.c.Stats().CachedPages > budget {
+		t.Errorf("dirty %v, %d pages cached of %d", d.n.Dirty(), r.c.Stats().CachedPages, budget)
+	}
+	r.checkInvariants(t)
+}

@@ -21,7 +21,7 @@ import (
 func (c *Cache) allocBuf(held *Node) ([]byte, error) {
 	st := c.lockState()
 	if c.cachedPages >= c.budget {
-		st.evictLocked(held, evictBatch)
+		st.evictLocked(held, c.evictBatch())
 	}
 	if c.cachedPages >= c.budget {
 		st.unlock()
@@ -32,7 +32,7 @@ func (c *Cache) allocBuf(held *Node) ([]byte, error) {
 	buf, err := c.pool.Alloc()
 	if err != nil && errors.Is(err, heap.ErrNoMemory) {
 		st = c.lockState()
-		freed := st.evictLocked(held, evictBatch)
+		freed := st.evictLocked(held, c.evictBatch())
 		st.unlock()
 		if freed > 0 {
 			buf, err = c.pool.Alloc()
@@ -45,6 +45,13 @@ func (c *Cache) allocBuf(held *Node) ([]byte, error) {
 		return nil, err
 	}
 	return buf, nil
+}
+
+// evictBatch is how many pages an allocation evicts when the cache is
+// full: a few at once so eviction is not paid page by page, but never a
+// large share of a small cache.
+func (c *Cache) evictBatch() int {
+	return int(max(1, min(evictBatch, c.budget/16)))
 }
 
 // evictLocked frees up to want unpinned clean (or invalid) pages, oldest
