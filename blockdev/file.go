@@ -30,6 +30,18 @@ type imageFile struct {
 	directWhy string // why O_DIRECT is or is not used, for Describe
 }
 
+// ErrLocked is matched (errors.Is) by the error of an Open that found the
+// image locked by another user; so is EWOULDBLOCK.
+var ErrLocked = errors.New("image is locked by another user")
+
+type lockedError struct{ path string }
+
+func (e *lockedError) Error() string {
+	return fmt.Sprintf("image %s is already in use by another tfsmount (locked)", e.path)
+}
+
+func (e *lockedError) Unwrap() []error { return []error{ErrLocked, unix.EWOULDBLOCK} }
+
 // openImage opens path, takes the image lock and works out geometry and
 // O_DIRECT alignment. buffered forbids O_DIRECT.
 func openImage(path string, readOnly, buffered bool) (*imageFile, error) {
@@ -63,7 +75,7 @@ func (f *imageFile) setup(buffered bool) error {
 	}
 	if err := unix.Flock(f.fd, how|unix.LOCK_NB); err != nil {
 		if err == unix.EWOULDBLOCK {
-			return fmt.Errorf("image %s is already in use by another tfsmount (locked)", f.path)
+			return &lockedError{path: f.path}
 		}
 		return fmt.Errorf("lock image %s: %w", f.path, err)
 	}

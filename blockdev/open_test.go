@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"unsafe"
 
@@ -109,6 +110,9 @@ func TestOpenSecondOpenIsRefused(t *testing.T) {
 	_, err := Open(path, OpenOptions{Queue: q})
 	if err == nil || !strings.Contains(err.Error(), "already in use by another tfsmount (locked)") {
 		t.Fatalf("second open: %v", err)
+	}
+	if !errors.Is(err, ErrLocked) || !errors.Is(err, syscall.EWOULDBLOCK) {
+		t.Fatalf("lock error %v does not match ErrLocked and EWOULDBLOCK", err)
 	}
 	if _, err := Open(path, OpenOptions{Queue: q, ReadOnly: true}); err == nil {
 		t.Fatal("read-only open of an image open read-write succeeded")

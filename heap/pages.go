@@ -200,7 +200,7 @@ func (p *PagePool) Free(b []byte) {
 	p.inUse--
 	if s.used == 0 {
 		p.idle++
-		if p.idle > p.keepIdle {
+		if p.idle > p.keepIdle || p.closed {
 			p.unmapSlab(i)
 		}
 	}
@@ -298,8 +298,9 @@ func (p *PagePool) Watch(fn SlabFunc) (cancel func()) {
 }
 
 // Close unmaps every slab and reports pages still allocated (leaks). Alloc
-// fails after Close. Leaked pages are unmapped too, so touching them after
-// Close faults: call Close only once nothing uses the pool.
+// fails after Close. Slabs holding leaked pages stay mapped, so a late user
+// of a leaked page reads stale memory instead of faulting; Free of such a
+// page is still accepted.
 func (p *PagePool) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -314,9 +315,7 @@ func (p *PagePool) Close() error {
 		}
 		if s.used > 0 {
 			leaks = append(leaks, s.owner.report(i, s.used, &s.allocated))
-		}
-		if s.used > 0 {
-			p.idle++ // unmapSlab counts the slab out of idle
+			continue
 		}
 		p.unmapSlab(i)
 	}

@@ -137,7 +137,7 @@ func TestPagePoolReturnsIdleSlabs(t *testing.T) {
 func TestPagePoolLeakReportAndMisuse(t *testing.T) {
 	p := NewPagePool(PoolConfig{Budget: 1 << 20})
 	b, _ := p.Alloc()
-	p.Alloc()
+	leaked, _ := p.Alloc()
 	p.Free(b)
 	mustPanic(t, "double free", func() { p.Free(b) })
 	mustPanic(t, "not a page of this pool", func() { p.Free(make([]byte, PageSize)) })
@@ -150,6 +150,12 @@ func TestPagePoolLeakReportAndMisuse(t *testing.T) {
 	}
 	if _, err := p.Alloc(); !errors.Is(err, ErrNoMemory) {
 		t.Fatalf("Alloc after Close: %v", err)
+	}
+	// The leaked page is still memory; freeing it late releases its slab.
+	leaked[0] = 1
+	p.Free(leaked)
+	if p.MappedSlabs() != 0 {
+		t.Fatalf("%d slabs mapped after the last late Free", p.MappedSlabs())
 	}
 }
 
