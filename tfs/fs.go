@@ -67,7 +67,7 @@ func load(dev blockdev.Device, opts Options) (*FS, []problem, error) {
 		return nil, nil, err
 	}
 	fs.loc = loc
-	fs.dev = newSlice(dev, loc.off, loc.size)
+	fs.dev = volumeDevice(dev, loc)
 	fs.blocks = uint64(loc.size / blockSize)
 	if fs.blocks < 2 {
 		return nil, nil, fmt.Errorf("%s: %d bytes is too small for TFS", loc.what, loc.size)

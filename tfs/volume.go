@@ -75,34 +75,11 @@ func locateVolume(dev blockdev.Device, partition string) (volumeLocation, error)
 	return volumeLocation{off: off, size: vsize, what: fmt.Sprintf("%s partition (MBR entry %d at byte %d)", name, idx, off)}, nil
 }
 
-// slice presents [off, off+size) of a device as a device of its own.
-// blockdev may grow an exported equivalent; this one is enough for tfs.
-type slice struct {
-	dev       blockdev.Device
-	off, size int64
-}
-
-func newSlice(dev blockdev.Device, off, size int64) blockdev.Device {
-	if off == 0 && size == dev.Size() {
+// volumeDevice is the volume as a device of its own (the whole device for a
+// raw volume at 0, else a blockdev.Slice; loc lies inside dev).
+func volumeDevice(dev blockdev.Device, loc volumeLocation) blockdev.Device {
+	if loc.off == 0 && loc.size == dev.Size() {
 		return dev
 	}
-	return &slice{dev: dev, off: off, size: size}
+	return blockdev.NewSlice(dev, loc.off, loc.size)
 }
-
-func (s *slice) Submit(r *blockdev.Request) {
-	if err := blockdev.Check(r, s.size, s.dev.ReadOnly()); err != nil {
-		done := r.Done
-		// Completions must not run inline: ride a flush of the underlying
-		// device to reach the bhqueue, and report the range error.
-		s.dev.Submit(&blockdev.Request{Op: blockdev.OpFlush, Done: func(int64, error) { done(0, err) }})
-		return
-	}
-	r2 := *r
-	r2.Off += s.off
-	s.dev.Submit(&r2)
-}
-
-func (s *slice) Size() int64     { return s.size }
-func (s *slice) SectorSize() int { return s.dev.SectorSize() }
-func (s *slice) ReadOnly() bool  { return s.dev.ReadOnly() }
-func (s *slice) Close() error    { return nil }
