@@ -193,3 +193,48 @@ func TestStatfsReportsVolume(t *testing.T) {
 		t.Errorf("writing 4 MiB used %d blocks, want at least %d", used, 4<<20/512)
 	}
 }
+
+// TestCtimeFollowsChanges ports the checks of xfstests generic/221 and
+// generic/236: utimes and link change ctime although TFS stores none.
+func TestCtimeFollowsChanges(t *testing.T) {
+	v := newTestVolume(t, Config{})
+	f := v.path("f")
+	if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	past := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := os.Chtimes(f, past, past); err != nil {
+		t.Fatal(err)
+	}
+	st := stat(t, f)
+	ctime := time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
+	if time.Since(ctime) > time.Minute {
+		t.Errorf("after utimes to 2001, ctime is %v, want about now", ctime)
+	}
+	for _, change := range []struct {
+		name string
+		do   func() error
+	}{
+		{"link", func() error { return os.Link(f, v.path("g")) }},
+		{"unlink of another name", func() error { return os.Remove(v.path("g")) }},
+		{"setxattr", func() error { return unix.Setxattr(f, "user.k", []byte("v"), 0) }},
+		{"rename", func() error { return os.Rename(f, v.path("h")) }},
+	} {
+		before := stat(t, f)
+		time.Sleep(20 * time.Millisecond)
+		if err := change.do(); err != nil {
+			t.Fatalf("%s: %v", change.name, err)
+		}
+		p := f
+		if change.name == "rename" {
+			p = v.path("h")
+		}
+		after := stat(t, p)
+		if after.Ctim.Nano() <= before.Ctim.Nano() {
+			t.Errorf("%s did not advance ctime: %v -> %v", change.name, before.Ctim, after.Ctim)
+		}
+		if after.Mtim != before.Mtim {
+			t.Errorf("%s changed mtime: %v -> %v", change.name, before.Mtim, after.Mtim)
+		}
+	}
+}

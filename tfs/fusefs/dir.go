@@ -131,13 +131,19 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err := n.m.fs.Link(t.tn, n.tn, name); err != nil {
 		return nil, n.m.toErrno("link", err)
 	}
+	n.m.touchCtime(t.tn)
 	return n.newChild(ctx, t.tn, out), 0
 }
 
 var _ = (fs.NodeUnlinker)((*node)(nil))
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
-	return n.m.toErrno("unlink", n.m.fs.Unlink(n.tn, name))
+	victim, _ := n.m.fs.Lookup(n.tn, name)
+	if err := n.m.fs.Unlink(n.tn, name); err != nil {
+		return n.m.toErrno("unlink", err)
+	}
+	n.m.touchCtime(victim) // its link count changed
+	return 0
 }
 
 var _ = (fs.NodeRmdirer)((*node)(nil))
@@ -159,8 +165,14 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if !ok {
 		return syscall.EXDEV
 	}
-	err := n.m.fs.Rename(n.tn, name, np.tn, newName, tfs.RenameFlags(flags))
-	return n.m.toErrno("rename", err)
+	moved, _ := n.m.fs.Lookup(n.tn, name)
+	replaced, _ := n.m.fs.Lookup(np.tn, newName)
+	if err := n.m.fs.Rename(n.tn, name, np.tn, newName, tfs.RenameFlags(flags)); err != nil {
+		return n.m.toErrno("rename", err)
+	}
+	n.m.touchCtime(moved)
+	n.m.touchCtime(replaced)
+	return 0
 }
 
 var _ = (fs.NodeFsyncer)((*node)(nil))

@@ -18,6 +18,7 @@
 //   - chmod/chown succeed only when they would not change what stat shows
 //     (EPERM otherwise) unless Config.IgnoreChmod; nothing is persisted.
 //   - st_nlink: files and symlinks show the link count, directories
-//     2 + number of subdirectories; ctime shows mtime.
+//     2 + number of subdirectories. ctime is mtime, or the time of a later
+//     change that leaves mtime alone (kept in memory only, ctime.go).
 //   - Only the user.* xattr namespace is served; others give EOPNOTSUPP.
 package fusefs

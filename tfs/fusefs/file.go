@@ -133,7 +133,11 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, size u
 	if off > 1<<62 || size > 1<<62 {
 		return syscall.EFBIG
 	}
-	return n.m.toErrno("fallocate", n.m.fs.Fallocate(n.tn, mode, int64(off), int64(size)))
+	if err := n.m.fs.Fallocate(n.tn, mode, int64(off), int64(size)); err != nil {
+		return n.m.toErrno("fallocate", err)
+	}
+	n.m.touchCtime(n.tn)
+	return 0
 }
 
 var _ = (fs.NodeLseeker)((*node)(nil))

@@ -49,6 +49,8 @@ type mount struct {
 	// errors counts requests answered with EIO because of an unexpected error.
 	errors atomic.Int64
 	limit  logLimiter
+	// ctimes holds in-memory change times (ctime.go).
+	ctimes sync.Map
 }
 
 func (m *mount) logf(format string, args ...any) {

@@ -70,8 +70,8 @@ func (m *mount) fillAttr(tn *tfs.Node, out *fuse.Attr) {
 	out.Uid = m.cfg.UID
 	out.Gid = m.cfg.GID
 	atime, mtime := orEpoch(a.Atime), orEpoch(a.Mtime)
-	// TFS has no ctime; the notes choose mtime, the closest in meaning.
-	out.SetTimes(&atime, &mtime, &mtime)
+	ctime := m.ctime(tn, mtime)
+	out.SetTimes(&atime, &mtime, &ctime)
 }
 
 // newChild returns the kernel node for tn, a child of n, and fills out.
@@ -130,6 +130,8 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			return m.toErrno("utimens", err)
 		}
 	}
+	// Every successful setattr changes ctime, even a chmod to the same mode.
+	m.touchCtime(n.tn)
 	m.fillAttr(n.tn, &out.Attr)
 	return 0
 }

@@ -42,7 +42,11 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if !xattrAllowed(attr) {
 		return syscall.EOPNOTSUPP
 	}
-	return n.m.toErrno("setxattr", n.m.fs.SetXattr(n.tn, attr, data, int(flags)))
+	if err := n.m.fs.SetXattr(n.tn, attr, data, int(flags)); err != nil {
+		return n.m.toErrno("setxattr", err)
+	}
+	n.m.touchCtime(n.tn)
+	return 0
 }
 
 var _ = (fs.NodeRemovexattrer)((*node)(nil))
@@ -51,7 +55,11 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if !xattrAllowed(attr) {
 		return syscall.EOPNOTSUPP
 	}
-	return n.m.toErrno("removexattr", n.m.fs.RemoveXattr(n.tn, attr))
+	if err := n.m.fs.RemoveXattr(n.tn, attr); err != nil {
+		return n.m.toErrno("removexattr", err)
+	}
+	n.m.touchCtime(n.tn)
+	return 0
 }
 
 var _ = (fs.NodeListxattrer)((*node)(nil))
