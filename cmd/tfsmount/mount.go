@@ -118,6 +118,9 @@ func mountMain(args []string, helper bool) int {
 	if a.fake {
 		return exitOK
 	}
+	if a.opts.Remount {
+		return remount(a)
+	}
 	readyFD := os.Getenv(readyEnv)
 	if readyFD == "" {
 		for _, w := range a.opts.Warnings {

@@ -5,6 +5,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // mountOptions is what -o says, after parsing. The zero value is not the
@@ -22,6 +24,9 @@ type mountOptions struct {
 	Debug              bool
 	Stats              bool
 	IgnoreChmod        bool
+	// Remount asks to change the flags of an existing mount (mount -o
+	// remount); the flags come from vfsFlags.
+	Remount bool
 	// Warnings lists options that were not understood; they do not fail a
 	// mount (mount(8) and fstab pass options meant for others).
 	Warnings []string
@@ -112,6 +117,8 @@ func parseMountOptions(list string, o *mountOptions) error {
 			o.Stats = true
 		case "ignore_chmod":
 			o.IgnoreChmod = true
+		case "remount":
+			o.Remount = true
 		default:
 			if !genericOptions[opt] && !hasGenericPrefix(opt) {
 				o.Warnings = append(o.Warnings, opt)
@@ -123,6 +130,31 @@ func parseMountOptions(list string, o *mountOptions) error {
 	}
 	return nil
 }
+
+// vfsFlags maps the generic options that are mount(2) flags to the flags
+// each sets and clears. Only a remount applies them (remount.go); a new
+// mount is always nosuid,nodev, as FUSE mounts are.
+var vfsFlags = map[string]flagChange{
+	"ro":          {set: unix.MS_RDONLY},
+	"rw":          {clear: unix.MS_RDONLY},
+	"noexec":      {set: unix.MS_NOEXEC},
+	"exec":        {clear: unix.MS_NOEXEC},
+	"nosuid":      {set: unix.MS_NOSUID},
+	"suid":        {clear: unix.MS_NOSUID},
+	"nodev":       {set: unix.MS_NODEV},
+	"dev":         {clear: unix.MS_NODEV},
+	"sync":        {set: unix.MS_SYNCHRONOUS},
+	"async":       {clear: unix.MS_SYNCHRONOUS},
+	"noatime":     {set: unix.MS_NOATIME, clear: unix.MS_RELATIME | unix.MS_STRICTATIME},
+	"relatime":    {set: unix.MS_RELATIME, clear: unix.MS_NOATIME | unix.MS_STRICTATIME},
+	"strictatime": {set: unix.MS_STRICTATIME, clear: unix.MS_NOATIME | unix.MS_RELATIME},
+	"nodiratime":  {set: unix.MS_NODIRATIME},
+	"diratime":    {clear: unix.MS_NODIRATIME},
+	"lazytime":    {set: unix.MS_LAZYTIME},
+	"nolazytime":  {clear: unix.MS_LAZYTIME},
+}
+
+type flagChange struct{ set, clear uintptr }
 
 func hasGenericPrefix(opt string) bool {
 	for _, p := range genericPrefixes {

@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseMountOptions(t *testing.T) {
@@ -140,5 +142,35 @@ func TestUnescapeMountinfo(t *testing.T) {
 		if got := unescapeMountinfo(in); got != want {
 			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestRemountFlags remounts a tmpfs (standing in for a FUSE mount: the
+// remount path only touches the kernel's per-mount flags) and reads the
+// flags back from /proc/self/mountinfo.
+func TestRemountFlags(t *testing.T) {
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	flags, ok := mountFlags(dir)
+	if !ok || flags&(unix.MS_NOSUID|unix.MS_NODEV) != unix.MS_NOSUID|unix.MS_NODEV || flags&unix.MS_RDONLY != 0 {
+		t.Fatalf("flags of a fresh nosuid,nodev mount: %#x, found %v", flags, ok)
+	}
+	a, err := parseMountArgs([]string{"tmpfs", dir, "-o", "remount,ro,noexec"}, true)
+	if err != nil || !a.opts.Remount {
+		t.Fatalf("parse: %+v, %v", a.opts, err)
+	}
+	if code := remount(a); code != exitOK {
+		t.Fatalf("remount: exit %d", code)
+	}
+	flags, _ = mountFlags(dir)
+	want := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_RDONLY | unix.MS_NOEXEC)
+	if flags&want != want {
+		t.Errorf("after remount,ro,noexec: flags %#x, want %#x set", flags, want)
+	}
+	if _, ok := mountFlags(dir + "/not-a-mount"); ok {
+		t.Error("found a mount on a path that is none")
 	}
 }
