@@ -167,11 +167,6 @@ func (fs *FS) commitRange(n *Node, b0, b1 uint64) error {
 		todo = append(todo, n.exts[i])
 	}
 	for _, e := range todo {
-		if n.links == 0 {
-			// Unlinked but open: nothing on disk refers to it any more.
-			e.pending, e.uninited = false, false
-			continue
-		}
 		switch {
 		case e.pending:
 			prev := n.extentAt(e.fblock - 1)
@@ -181,7 +176,7 @@ func (fs *FS) commitRange(n *Node, b0, b1 uint64) error {
 				prev.length += e.length
 				prev.allocated += e.allocated
 				n.removeExtent(e)
-				if err := fs.logExtentSize(prev); err != nil {
+				if err := fs.logExtentSize(n, prev); err != nil {
 					return err
 				}
 				continue
@@ -203,6 +198,9 @@ func (fs *FS) commitRange(n *Node, b0, b1 uint64) error {
 func (fs *FS) initExtent(n *Node, e *extent, w0, w1 uint64) error {
 	if w0 == e.fblock && w1 == e.end() && e.length == e.allocated {
 		e.uninited = false
+		if n.links == 0 || e.t == nil {
+			return nil
+		}
 		return fs.logEAV(e.t, "uninited", nil, false)
 	}
 	// Split into up to three extents: [fblock,w0) uninited, [w0,w1)

@@ -129,7 +129,14 @@ func (fs *FS) extentsTuple(n *Node) (*tuple, error) {
 }
 
 // logNewExtent records e in the file's extents tuple.
+// A file without directory entries (unlinked, still open) is not on disk
+// any more: its extents change in memory only.
 func (fs *FS) logNewExtent(n *Node, e *extent) error {
+	if n.links == 0 {
+		e.pending = false
+		e.logged = e.length
+		return nil
+	}
 	et, err := fs.extentsTuple(n)
 	if err != nil {
 		return err
@@ -151,7 +158,11 @@ func (fs *FS) logNewExtent(n *Node, e *extent) error {
 }
 
 // logExtentSize records a changed length/allocated of a logged extent.
-func (fs *FS) logExtentSize(e *extent) error {
+func (fs *FS) logExtentSize(n *Node, e *extent) error {
+	if e.t == nil || n.links == 0 {
+		e.logged = e.length
+		return nil
+	}
 	if a, _ := numberOf(e.t.attrs["allocated"]); a != e.allocated {
 		if err := fs.logEAV(e.t, "allocated", intOf(e.allocated), false); err != nil {
 			return err
@@ -168,7 +179,7 @@ func (fs *FS) logExtentSize(e *extent) error {
 
 // logRemoveExtent removes a logged extent's key from the extents tuple.
 func (fs *FS) logRemoveExtent(n *Node, e *extent) error {
-	if e.t == nil {
+	if e.t == nil || n.links == 0 {
 		return nil
 	}
 	et, ok := n.t.attrs["extents"].(*tuple)

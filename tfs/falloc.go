@@ -57,9 +57,6 @@ func (fs *FS) allocate(n *Node, mode uint32, off, length int64) error {
 			}
 			next = min(b1, e.fblock)
 		}
-		if n.links == 0 {
-			return errnoErr("fallocate on a removed file", errENOENT)
-		}
 		if err := fs.allocGap(n, pos, next, true); err != nil {
 			return err
 		}

@@ -248,7 +248,7 @@ func (fs *FS) cutExtentsLocked(n *Node, keep uint64) error {
 		fs.freeBlocks(e.dblock+nl, e.allocated-nl)
 		e.length, e.allocated = nl, nl
 		if e.t != nil && n.links > 0 {
-			if err := fs.logExtentSize(e); err != nil {
+			if err := fs.logExtentSize(n, e); err != nil {
 				return err
 			}
 		}

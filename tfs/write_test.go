@@ -263,3 +263,42 @@ func TestSeekAndEnospc(t *testing.T) {
 		t.Errorf("oversized write: %v, want ENOSPC", err)
 	}
 }
+
+// Writing into part of an uninitialised extent must not expose what its
+// blocks held before, also for a file that is unlinked but open.
+func TestUninitedNoStaleData(t *testing.T) {
+	for _, unlinked := range []bool{false, true} {
+		dev := newVolume(t, 16<<20, "")
+		fs := mountMem(t, dev, Options{})
+		r := fs.Root()
+		a := mk(t)(fs.Create(r, "a", true))
+		writeAll(t, fs, a, bytes.Repeat([]byte{0xAA}, 256<<10), 0)
+		must(t, fs.Sync())
+		must(t, fs.Unlink(r, "a"))
+		b := mk(t)(fs.Create(r, "b", true))
+		fs.Open(b)
+		must(t, fs.Fallocate(b, FallocKeepSize, 0, 256<<10))
+		if unlinked {
+			must(t, fs.Unlink(r, "b"))
+		}
+		writeAll(t, fs, b, []byte("x"), 100000)
+		must(t, fs.Fsync(b, false))
+		must(t, fs.Truncate(b, 256<<10))
+		got := readAll(t, fs, b)
+		want := make([]byte, 256<<10)
+		want[100000] = 'x'
+		if !bytes.Equal(got, want) {
+			i := bytes.IndexByte(got, 0xAA)
+			t.Errorf("unlinked=%v: stale byte at %d", unlinked, i)
+		}
+		fs.Release(b)
+		must(t, fs.Close())
+		if !unlinked {
+			fs = mountMem(t, dev, Options{ReadOnly: true})
+			if got := readAll(t, fs, mk(t)(fs.Resolve("/b"))); !bytes.Equal(got, want) {
+				t.Errorf("after remount: stale byte at %d", bytes.IndexByte(got, 0xAA))
+			}
+			must(t, fs.Close())
+		}
+	}
+}
