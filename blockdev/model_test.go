@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/heap"
@@ -291,6 +292,27 @@ func TestModelLoopDevice(t *testing.T) {
 		})
 	}
 	if _, err := os.Stat(filepath.Clean(loop)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestModelFaultyReordered runs the model over io_uring behind a Faulty
+// device that delays every completion at random (so they arrive out of
+// order) and cuts nothing: reordering alone must not change any result.
+func TestModelFaultyReordered(t *testing.T) {
+	q := bh.NewQueue(2)
+	defer q.Close()
+	pool := heap.NewPagePool(heap.PoolConfig{Budget: 64 << 20})
+	defer pool.Close()
+	path, data := imageOf(t, t.TempDir(), modelSize)
+	d, err := Open(path, OpenOptions{IO: "uring", Queue: q, Pool: pool, Depth: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := NewFaulty(d, q)
+	f.Delay(300*time.Microsecond, 42)
+	runModel(t, f, pool, data, 8, 120)
+	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
 }

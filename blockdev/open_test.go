@@ -212,3 +212,26 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatal("open without a queue accepted")
 	}
 }
+
+// TestReopenRightAfterClose closes and reopens an image many times in a
+// row: Close must release the image lock before it returns (the ring's
+// references to registered files are dropped synchronously).
+func TestReopenRightAfterClose(t *testing.T) {
+	q := bh.NewQueue(1)
+	defer q.Close()
+	path, _ := imageOf(t, t.TempDir(), 64<<10)
+	for _, io := range backends {
+		for i := 0; i < 50; i++ {
+			d, err := Open(path, OpenOptions{IO: io, Queue: q})
+			if err != nil {
+				t.Fatalf("%s open #%d: %v", io, i, err)
+			}
+			if err := ReadAt(d, make([]byte, 4096), 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

@@ -43,6 +43,7 @@ type uringDev struct {
 	sqMu  sync.Mutex  // guards filling SQEs and advancing the SQ tail
 	line  *irq.Line
 	fixed *fixedBuffers // nil when no pool is registered
+	files [2]int        // fd and dfd registered as fixed files 0 and 1; -1 when not registered
 	stats Stats
 	why   string
 	sqes  atomic.Uint64 // SQEs published, for tests of request splitting
@@ -96,6 +97,19 @@ func newUringDev(f *imageFile, q *bh.Queue, pool *heap.PagePool, depth int) (*ur
 		u.free <- uint32(i)
 	}
 	u.why = fmt.Sprintf("io_uring, %d slots, %s", n, r.setupHow)
+	u.files = [2]int{-1, -1}
+	// Registered files spare the kernel a file lookup per request.
+	fds := []int32{int32(f.fd), int32(f.dfd)}
+	if f.dfd < 0 {
+		fds = fds[:1]
+	}
+	if err := r.register(registerFiles, unsafe.Pointer(&fds[0]), uintptr(len(fds))); err == nil {
+		u.files[0] = f.fd
+		if f.dfd >= 0 {
+			u.files[1] = f.dfd
+		}
+		u.why += ", files registered"
+	}
 	if pool != nil {
 		fb, err := registerPool(r, pool)
 		if err != nil {
@@ -211,6 +225,11 @@ func (u *uringDev) fillSQE(s *slot) {
 	e := &u.r.sqes[tail&u.r.sqMask]
 	*e = sqe{} // stale op flags from an earlier use are a classic bug
 	e.fd, e.userData = int32(s.fd), uint64(s.idx)
+	for i, fd := range u.files {
+		if fd >= 0 && fd == s.fd {
+			e.fd, e.flags = int32(i), sqeFixedFile
+		}
+	}
 	switch s.op {
 	case OpRead, OpWrite:
 		e.off = uint64(s.off)
@@ -242,7 +261,8 @@ func (u *uringDev) fillSQE(s *slot) {
 	case OpFlush:
 		// DRAIN starts the fsync only after every SQE submitted before it
 		// has completed, so it covers the writes already in flight.
-		e.opcode, e.flags, e.opFlags = opFsync, sqeIODrain, fsyncDatasync
+		e.opcode, e.opFlags = opFsync, fsyncDatasync
+		e.flags |= sqeIODrain
 	case OpDiscard:
 		e.opcode = opFallocate
 		e.off, e.addr = uint64(s.off), uint64(s.want)
@@ -458,6 +478,15 @@ func (u *uringDev) Close() error {
 	runtime.KeepAlive(u.slots)
 	if u.fixed != nil {
 		u.fixed.close()
+	}
+	if u.files[0] >= 0 {
+		// The ring's references to registered files would otherwise be
+		// dropped by the kernel's asynchronous ring teardown, releasing
+		// the image lock some time after Close returns; unregistering is
+		// synchronous, so a reopen right after Close finds it unlocked.
+		if uerr := u.r.register(unregisterFiles, nil, 0); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("close %s: unregister files: %w", u.path, uerr))
+		}
 	}
 	return errors.Join(err, u.r.close(), u.close())
 }

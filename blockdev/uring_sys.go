@@ -91,7 +91,8 @@ const (
 	opWriteFixed = 5
 	opFallocate  = 17
 
-	sqeIODrain = 1 << 1
+	sqeFixedFile = 1 << 0
+	sqeIODrain   = 1 << 1
 
 	fsyncDatasync = 1
 
@@ -107,6 +108,8 @@ const (
 
 	enterGetEvents = 1 << 0
 
+	registerFiles         = 2
+	unregisterFiles       = 3
 	registerBuffers2      = 15
 	registerBuffersUpdate = 16
 	rsrcRegisterSparse    = 1 << 0
