@@ -55,8 +55,9 @@ func (n *Node) readChunk(p []byte, off, size int64) (int, error) {
 	first := off / PageSize
 	last := (off + int64(len(p)) - 1) / PageSize
 	last = min(last, first+c.maxPins()-1)
+	var pinBuf [4]*page // small reads pin without allocating
 	for attempt := 1; ; attempt++ {
-		pl := n.pinForRead(first, last, size)
+		pl := n.pinForRead(first, last, size, pinBuf[:0])
 		pins, w := pl.pins, pl.w
 		if len(pins) == 0 {
 			if c.retryRoom(attempt, 1) {
@@ -114,13 +115,12 @@ type readPlan struct {
 // Fills use the larger of the caller's size and the node's: a reader may
 // pass a length read before a concurrent write extended the file, and
 // zeroing the extension in a clean page would hide committed data.
-func (n *Node) pinForRead(first, last, size int64) readPlan {
+func (n *Node) pinForRead(first, last, size int64, pins []*page) readPlan {
 	c := n.c
 	n.lock()
 	defer n.unlock()
 	n.size = max(n.size, size)
 	size = n.size
-	pins := make([]*page, 0, last-first+1)
 	var runs [][]*page
 	var w *opWait
 	var cur []*page

@@ -35,7 +35,7 @@ func (n *Node) Write(p []byte, off int64, size int64) (int, error) {
 	n.lock()
 	size = max(size, n.size)
 	n.unlock()
-	wr := &writeOp{n: n, p: p, off: off, end: end, size: size}
+	wr := writeOp{n: n, p: p, off: off, end: end, size: size}
 	defer wr.unpin()
 	if err := wr.prefill(); err != nil {
 		return 0, err
