@@ -64,7 +64,13 @@ type counters struct {
 	noMemory                                         atomic.Int64
 }
 
-// Cache is the page cache of one volume (one device).
+// Cache is the page cache of one volume (one device): the state lock and
+// the global LRU of evictable pages, the set of nodes, the budget and the
+// write-back timer.
+//
+// Lock order (lockorder.go): Node.wb -> Node.mu -> (volMu | stateMu);
+// volMu and stateMu are leaves, never held together. No callback runs
+// under stateMu.
 type Cache struct {
 	dev    blockdev.Device
 	q      *bh.Queue

@@ -322,6 +322,23 @@ func (r *rig) checkInvariants(t testing.TB) {
 	t.Helper()
 	c := r.c
 	nodes := c.nodeList()
+	// Read-ahead may still be completing: wait (boundedly) for every
+	// fill and write-back to finish before looking.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		busy := 0
+		st := c.lockState()
+		for _, n := range nodes {
+			busy += n.inflight
+		}
+		st.unlock()
+		if busy == 0 && r.q.Len() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d pages still in flight after 10s", busy)
+			break
+		}
+	}
 	var cached, dirty int64
 	lruWant := 0
 	onLRU := map[*page]bool{}

@@ -6,7 +6,9 @@ import (
 	"github.com/tfsmount/tfsmount/bh"
 )
 
-// Node is the cached data of one file.
+// Node is the cached data of one file: its page index, its dirty set and
+// its write-back lock. Lock order: wb, then mu, then the cache's state (or
+// volume) lock; see lockorder.go.
 //
 // Calling rules for the filesystem: Read, Write, Sync, Truncate and
 // PunchHole may wait for I/O and call Backing methods (Read, Write and Sync
