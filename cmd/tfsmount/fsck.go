@@ -8,7 +8,7 @@ import (
 )
 
 func runFsck(args []string) int {
-	fs := newFlagSet("fsck", fsckHelp)
+	fs := newFlagSet("fsck")
 	partition := fs.String("partition", "", "")
 	ops, done, err := parseFlags(fs, fsckHelp, args)
 	if done {

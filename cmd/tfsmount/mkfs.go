@@ -15,7 +15,7 @@ const defaultImageSize = 64 << 20
 const minImageSize = 2 << 20
 
 func runMkfs(args []string) int {
-	fs := newFlagSet("mkfs", mkfsHelp)
+	fs := newFlagSet("mkfs")
 	label := fs.String("label", "", "")
 	sizeArg := fs.String("size", "", "")
 	from := fs.String("from", "", "")

@@ -18,7 +18,7 @@ func cleanGuestPath(p string) string {
 }
 
 func runLs(args []string) int {
-	fs := newFlagSet("ls", lsHelp)
+	fs := newFlagSet("ls")
 	long := fs.Bool("l", false, "")
 	recursive := fs.Bool("R", false, "")
 	partition := fs.String("partition", "", "")
@@ -125,7 +125,7 @@ func printEntry(w io.Writer, fsys *tfs.FS, n *tfs.Node, name string, long bool) 
 }
 
 func runCat(args []string) int {
-	fs := newFlagSet("cat", catHelp)
+	fs := newFlagSet("cat")
 	partition := fs.String("partition", "", "")
 	ops, done, err := parseFlags(fs, catHelp, args)
 	if done {
@@ -172,7 +172,7 @@ func runCat(args []string) int {
 }
 
 func runGet(args []string) int {
-	fs := newFlagSet("get", getHelp)
+	fs := newFlagSet("get")
 	partition := fs.String("partition", "", "")
 	ops, done, err := parseFlags(fs, getHelp, args)
 	if done {
@@ -210,7 +210,7 @@ func runGet(args []string) int {
 }
 
 func runPut(args []string) int {
-	fs := newFlagSet("put", putHelp)
+	fs := newFlagSet("put")
 	partition := fs.String("partition", "", "")
 	ops, done, err := parseFlags(fs, putHelp, args)
 	if done {

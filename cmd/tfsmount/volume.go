@@ -148,13 +148,12 @@ func (v *volume) Close() error {
 	return err
 }
 
-// newFlagSet returns a flag set that prints help on -h and reports errors
-// instead of exiting.
-func newFlagSet(name, help string) *flag.FlagSet {
+// newFlagSet returns a silent flag set that reports errors instead of
+// exiting; parseFlags prints the command's help text.
+func newFlagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	_ = help
 	return fs
 }
 

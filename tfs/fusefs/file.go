@@ -10,10 +10,11 @@ import (
 	"github.com/tfsmount/tfsmount/tfs"
 )
 
-// handle is one open file description. Its flags never change after open.
-type handle struct {
-	flags uint32 // the open(2) flags
-}
+// handle is one open file description. It carries no state (every
+// request names the node, and the kernel applies O_APPEND and O_DIRECT),
+// but go-fuse sends RELEASE only for opens that returned a handle, and
+// tfs must see every Release.
+type handle struct{}
 
 // openFlags is the kernel caching of every handle: the page cache is kept
 // from earlier opens (FOPEN_KEEP_CACHE), because every change to file data
@@ -51,7 +52,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 	}
 	m.fs.Open(n.tn)
-	return &handle{flags: flags}, openFlags, 0
+	return &handle{}, openFlags, 0
 }
 
 var _ = (fs.NodeCreater)((*node)(nil))
@@ -78,7 +79,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 	}
 	m.fs.Open(tn)
-	return n.newChild(ctx, tn, out), &handle{flags: flags}, openFlags, 0
+	return n.newChild(ctx, tn, out), &handle{}, openFlags, 0
 }
 
 var _ = (fs.NodeReleaser)((*node)(nil))
