@@ -7,8 +7,9 @@
 # committed; XFSTESTS_DIR points at the built tree. The runner
 # ../shared/tools/xfstests-run.sh does the FUSE plumbing (mount helper,
 # local.config, df wrapper, summary). This script supplies what is specific
-# to tfsmount: the mount command, a fresh 1 GiB image for the scratch device
-# before every test (-M), the test list, and where results go.
+# to tfsmount: the mount command, fresh 2 GiB sparse images (generic/213
+# wants more than 1 GiB free), a new scratch image before every test (-M),
+# the test list, and where results go.
 #
 # The subtype is "tfs", not "tfsmount", so a run does not touch the
 # /sbin/mount.fuse.tfsmount helper that users (and tests/) install.
@@ -48,6 +49,6 @@ fi
 echo "xfstests.sh: tfsmount=$bin xfstests=$XFSTESTS_DIR results=$results"
 exec bash "$runner" -s tfs -x "$XFSTESTS_DIR" \
 	-c "exec '$bin' -f \"\$SRC\" \"\$MNT\" \${OPTS:+-o \"\$OPTS\"}" \
-	-m "rm -f {dev}; '$bin' mkfs --size 1G {dev}" -M \
+	-m "rm -f {dev}; '$bin' mkfs --size 2G {dev}" -M \
 	-T "$test_img" -S "$scratch_img" \
 	-r "$results" "${selection[@]}"
