@@ -146,6 +146,10 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) 
 			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
 			Debug:             mo.Debug,
 			Logger:            mo.Logger,
+			// Replies come from Go buffers, never from file descriptors,
+			// so splice gains nothing; and a 1 MiB read reply does not fit
+			// the default maximum pipe size (go-fuse logs each fallback).
+			DisableSplice: true,
 			// Symlink targets never change after creation.
 			EnableSymlinkCaching: true,
 			// Locks are kept by the kernel for the local mount.

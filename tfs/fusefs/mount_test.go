@@ -14,7 +14,7 @@ import (
 
 // testVolume is a TFS volume on a memory device, mounted in-process.
 type testVolume struct {
-	t      *testing.T
+	t      testing.TB
 	q      *bh.Queue
 	dev    *blockdev.Memory
 	fsys   *tfs.FS
@@ -25,7 +25,7 @@ type testVolume struct {
 
 // newTestVolume makes an empty 64 MiB volume and mounts it with cfg in a
 // temporary directory. Cleanup unmounts, closes the volume and runs fsck.
-func newTestVolume(t *testing.T, cfg Config) *testVolume {
+func newTestVolume(t testing.TB, cfg Config) *testVolume {
 	t.Helper()
 	q := bh.NewQueue(2)
 	dev := blockdev.NewMemory(q, 64<<20)
