@@ -118,15 +118,22 @@ func reportReady(ready *os.File, errMsg string) {
 	ready.Close()
 }
 
-// newLogger returns the daemon's logger: syslog when running detached
-// (falling back to nowhere if there is no syslog), stderr in the
-// foreground.
-func newLogger(detached bool) *log.Logger {
+// newLogger returns the daemon's logger: the file of -o log= if given,
+// else stderr in the foreground, syslog when detached (nowhere if the
+// machine has no syslog).
+func newLogger(detached bool, logFile string) (*log.Logger, error) {
+	if logFile != "" {
+		f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("log file: %w", err)
+		}
+		return log.New(f, "tfsmount: ", log.LstdFlags), nil
+	}
 	if !detached {
-		return log.New(os.Stderr, "tfsmount: ", log.LstdFlags)
+		return log.New(os.Stderr, "tfsmount: ", log.LstdFlags), nil
 	}
 	if w, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_NOTICE, "tfsmount"); err == nil {
-		return log.New(w, "", 0)
+		return log.New(w, "", 0), nil
 	}
-	return log.New(io.Discard, "", 0)
+	return log.New(io.Discard, "", 0), nil
 }

@@ -57,6 +57,8 @@ mount of it is refused.
      debug             log every FUSE request (use with -f)
      stats             log cache and device statistics at unmount; SIGUSR1
                        logs them at any time
+     log=FILE          append the daemon's messages to FILE (default: syslog,
+                       or stderr with -f)
   mount(8) options such as defaults, noatime, nodev, nosuid, noexec, _netdev,
   nofail, context=... are accepted and ignored; unknown options give a warning.
 

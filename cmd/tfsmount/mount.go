@@ -156,7 +156,13 @@ type mountState struct {
 // to the parent process waiting in daemonize: it gets "ok" once the mount
 // exists, or the error.
 func serve(a mountArgs, ready *os.File) int {
-	logger := newLogger(ready != nil)
+	logger, err := newLogger(ready != nil, a.opts.LogFile)
+	if err != nil {
+		if ready != nil {
+			reportReady(ready, err.Error())
+		}
+		return fail(exitMountFail, "%v", err)
+	}
 	logf := logger.Printf
 	for _, w := range a.opts.Warnings {
 		logf("warning: ignoring unknown mount option %q", w)

@@ -24,6 +24,7 @@ type mountOptions struct {
 	Debug              bool
 	Stats              bool
 	IgnoreChmod        bool
+	LogFile            string // daemon messages go here instead of syslog
 	// Remount asks to change the flags of an existing mount (mount -o
 	// remount); the flags come from vfsFlags.
 	Remount bool
@@ -119,6 +120,11 @@ func parseMountOptions(list string, o *mountOptions) error {
 			o.IgnoreChmod = true
 		case "remount":
 			o.Remount = true
+		case "log":
+			if !hasVal || val == "" {
+				err = fmt.Errorf("log needs a file name")
+			}
+			o.LogFile = val
 		default:
 			if !genericOptions[opt] && !hasGenericPrefix(opt) {
 				o.Warnings = append(o.Warnings, opt)

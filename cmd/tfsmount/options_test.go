@@ -26,6 +26,8 @@ func TestParseMountOptions(t *testing.T) {
 		{"partition=boot", func(o *mountOptions) { o.Partition = "boot" }, ""},
 		{"partition=1048576", func(o *mountOptions) { o.Partition = "1048576" }, ""},
 		{"fsname=vm-disk", func(o *mountOptions) { o.FsName = "vm-disk" }, ""},
+		{"log=/var/log/tfs.log", func(o *mountOptions) { o.LogFile = "/var/log/tfs.log" }, ""},
+		{"log=", nil, "log needs"},
 		{"defaults,noatime,nodev,nosuid,_netdev,nofail,user,context=\"system_u:object_r:tmp_t:s0:c1,c2\",x-systemd.automount",
 			func(o *mountOptions) {}, ""},
 		{"frobnicate,size=3", func(o *mountOptions) { o.Warnings = []string{"frobnicate", "size=3"} }, ""},
