@@ -68,6 +68,14 @@ func (r *rig) truncateFake(f *fakeBacking, size int64) {
 // running, and checks every byte every reader sees and, at the end, every
 // byte on the device. Run it with -race -tags tfsdebug.
 func TestStressConcurrentReadWriteTruncateSync(t *testing.T) {
+	t.Run("clean", func(t *testing.T) { stress(t, false) })
+	// With faults, operations may fail (reads, partial-page writes and
+	// syncs with the device error, anything with ErrNoMemory) but no
+	// accepted write is lost and no read returns a wrong byte.
+	t.Run("faults", func(t *testing.T) { stress(t, true) })
+}
+
+func stress(t *testing.T, faults bool) {
 	const (
 		files    = 3
 		readers  = 2 // per file
@@ -76,6 +84,24 @@ func TestStressConcurrentReadWriteTruncateSync(t *testing.T) {
 	)
 	r, fd := faultRig(t, rigOpts{budget: 16 * PageSize, delay: 2 * time.Millisecond, workers: 4, devSize: 8 << 20})
 	fd.set(func(f *faultDev) { f.maxWait = 200 * time.Microsecond })
+	allowed := func(err error) bool { return errors.Is(err, heap.ErrNoMemory) }
+	if faults {
+		// 3% of device requests and 2% of page allocations fail.
+		frnd := rand.New(rand.NewSource(7))
+		fd.set(func(f *faultDev) {
+			f.failIf = func(*blockdev.Request) bool { return frnd.Intn(100) < 3 }
+		})
+		var amu sync.Mutex
+		arnd := rand.New(rand.NewSource(8))
+		r.pool.FailWhen(func() bool {
+			amu.Lock()
+			defer amu.Unlock()
+			return arnd.Intn(100) < 2
+		})
+		allowed = func(err error) bool {
+			return errors.Is(err, heap.ErrNoMemory) || errors.Is(err, errInjected)
+		}
+	}
 	maxWords := int64(maxPages * PageSize / stressWord)
 	var sfs []*stressFile
 	for i := 0; i < files; i++ {
@@ -132,7 +158,7 @@ func TestStressConcurrentReadWriteTruncateSync(t *testing.T) {
 				size := sf.size.Load()
 				k, err := sf.n.Write(buf, w0*stressWord, size)
 				if err != nil {
-					if !errors.Is(err, heap.ErrNoMemory) {
+					if !allowed(err) {
 						fail("write: %v", err)
 					}
 					noMem.Add(1)
@@ -180,7 +206,7 @@ func TestStressConcurrentReadWriteTruncateSync(t *testing.T) {
 					sf.sizeMu.RUnlock()
 					reads.Add(1)
 					if err != nil {
-						if !errors.Is(err, heap.ErrNoMemory) {
+						if !allowed(err) {
 							fail("read: %v", err)
 						}
 						noMem.Add(1)
@@ -221,7 +247,7 @@ func TestStressConcurrentReadWriteTruncateSync(t *testing.T) {
 			} else {
 				err = sfs[rnd.Intn(files)].n.Sync()
 			}
-			if err != nil {
+			if err != nil && !allowed(err) {
 				fail("sync: %v", err)
 			}
 			time.Sleep(time.Duration(rnd.Intn(500)) * time.Microsecond)
@@ -240,6 +266,9 @@ func TestStressConcurrentReadWriteTruncateSync(t *testing.T) {
 	case <-time.After(120 * time.Second):
 		t.Fatal("stress test hung")
 	}
+	fd.set(func(f *faultDev) { f.failIf = nil })
+	r.pool.FailWhen(nil)
+	r.c.Sync() // reports (and clears) errors left sticky by the faults
 	if err := r.c.Sync(); err != nil {
 		t.Fatal(err)
 	}
@@ -264,5 +293,5 @@ func TestStressConcurrentReadWriteTruncateSync(t *testing.T) {
 		}
 	}
 	s := r.c.Stats()
-	t.Logf("%d reads, %d out-of-memory results; stats %+v", reads.Load(), noMem.Load(), s)
+	t.Logf("%d reads, %d failed operations; stats %+v", reads.Load(), noMem.Load(), s)
 }
