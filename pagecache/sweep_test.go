@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tfsmount/tfsmount/blockdev"
 )
 
 // sweepScenario is the fault-injection scenario of docs 5.10: over a file
@@ -161,6 +163,54 @@ func TestFaultSweep(t *testing.T) {
 			fd.set(func(f *faultDev) { f.failNth = f.seen + i })
 			model, out := runSweepScenario(t, r, f, model)
 			checkAfterScenario(t, r, fd, f, model, out, fmt.Sprintf("budget %d, request %d fails", budget, i))
+			r.close()
+		}
+	}
+}
+
+// TestFaultSweepBlockdevFaulty runs the same scenario over blockdev's own
+// fault injector: each device request in turn fails, then each one in turn
+// transfers only half its bytes (a device that ended early), which the
+// cache must treat as an error, never as data.
+func TestFaultSweepBlockdevFaulty(t *testing.T) {
+	setup := func(t *testing.T) (*rig, *faultDev, *blockdev.Faulty, *file, []byte) {
+		var fd *faultDev
+		r := newRig(t, rigOpts{devSize: 4 << 20, budget: 8 * PageSize, wrap: func(d blockdev.Device) blockdev.Device {
+			fd = newFaultDev(nil, d)
+			return fd
+		}})
+		// The injector needs the queue, which the rig makes first; no
+		// request has been submitted yet.
+		bf := blockdev.NewFaulty(r.mem, r.q)
+		fd.Device, fd.q = bf, r.q
+		model := pattern(0, 5*PageSize+1000, 1)
+		f := storedFile(t, r, model)
+		return r, fd, bf, f, model
+	}
+	r, _, bf, f, model := setup(t)
+	base := bf.Submitted()
+	model, out := runSweepScenario(t, r, f, model)
+	if out.wErr != nil || out.rErr != nil || out.syncErr != nil || !out.readOK {
+		t.Fatalf("clean run failed: %+v", out)
+	}
+	reqs := bf.Submitted() - base
+	r.close()
+	for _, short := range []bool{false, true} {
+		for i := 1; i <= reqs; i++ {
+			r, fd, bf, f, model := setup(t)
+			what := fmt.Sprintf("request %d fails", i)
+			if short {
+				bf.ShortNth(bf.Submitted() + i)
+				what = fmt.Sprintf("request %d is short", i)
+			} else {
+				bf.FailNth(bf.Submitted()+i, errInjected)
+			}
+			model, out := runSweepScenario(t, r, f, model)
+			if short && out.wErr == nil && out.rErr == nil && out.syncErr == nil {
+				t.Errorf("%s: a short transfer went unnoticed", what)
+			}
+			bf.ClearFaults()
+			checkAfterScenario(t, r, fd, f, model, out, what)
 			r.close()
 		}
 	}
