@@ -134,7 +134,7 @@ func (wr *writeOp) pinned(idx int64) bool {
 
 func (wr *writeOp) unpin() { wr.n.unpinAll(wr.pins) }
 
-// Why copyStep stopped.
+// Why copyLocked stopped.
 type writeStop int
 
 const (
