@@ -87,6 +87,15 @@ type builder struct {
 	used     *heap.Ranges
 	problems []problem
 	dirs     map[*tuple]bool
+	claims   []claim // extents to reserve once the walk is done
+}
+
+// claim is an extent waiting to be reserved in the allocator. Reserving
+// in block order keeps the free-run list short while it is built.
+type claim struct {
+	e     *extent
+	n     *Node
+	where string
 }
 
 func (b *builder) add(where, format string, args ...any) {
@@ -173,7 +182,21 @@ func (b *builder) build(rootT *tuple) *Node {
 			}
 		}
 	}
+	b.reserve()
 	return root
+}
+
+// reserve claims every extent's blocks; an extent overlapping the log or
+// an extent claimed before it is reported and dropped from its file.
+func (b *builder) reserve() {
+	sort.Slice(b.claims, func(i, j int) bool { return b.claims[i].e.dblock < b.claims[j].e.dblock })
+	for _, c := range b.claims {
+		if err := b.used.Reserve(c.e.dblock, c.e.allocated); err != nil {
+			b.add(c.where, "blocks [%d,+%d) overlap the log or another extent", c.e.dblock, c.e.allocated)
+			c.n.removeExtent(c.e)
+		}
+	}
+	b.claims = nil
 }
 
 // file loads a regular file's length and extents.
@@ -240,10 +263,7 @@ func (b *builder) file(n *Node, path string) {
 			b.add(where, "file blocks [%d,+%d) overflow", e.fblock, e.length)
 			continue
 		}
-		if err := b.used.Reserve(e.dblock, e.allocated); err != nil {
-			b.add(where, "blocks [%d,+%d) overlap the log or another extent", e.dblock, e.allocated)
-			continue
-		}
+		b.claims = append(b.claims, claim{e, n, where})
 		n.exts = append(n.exts, e)
 	}
 	sort.Slice(n.exts, func(i, j int) bool { return n.exts[i].fblock < n.exts[j].fblock })
