@@ -5,6 +5,7 @@ import (
 	"errors"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // pattern returns n bytes that encode their file offset and a generation,
@@ -160,4 +161,24 @@ func TestDropDiscardsDirtyData(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.checkInvariants(t)
+}
+
+// Close right after a sequential read, with read-ahead still in flight,
+// waits for it and hands every page back to the pool.
+func TestCloseWithReadAheadInFlight(t *testing.T) {
+	r, fd := faultRig(t, rigOpts{budget: 4 << 20})
+	f := storedFile(t, r, pattern(0, 64*PageSize, 1))
+	fd.set(func(f *faultDev) { f.maxWait = 5 * time.Millisecond })
+	f.read(t, 0, 4*PageSize)
+	f.read(t, 4*PageSize, 4*PageSize) // sequential: read-ahead goes out
+	if r.c.Stats().ReadAheadPages == 0 {
+		t.Fatal("no read-ahead was issued")
+	}
+	if err := r.c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if n := r.pool.InUse(); n != 0 {
+		t.Fatalf("%d pages still taken from the pool after Close", n)
+	}
+	fd.settle(t)
 }
