@@ -242,7 +242,10 @@ func (c *Cache) Close() error {
 	return err
 }
 
-// timer writes back nodes whose dirty data is older than the delay.
+// timer writes back nodes whose dirty data is older than the delay. It
+// runs the write-back itself rather than posting it to the bhqueue,
+// because write-back waits for I/O and calls the Backing, which no bh
+// worker may do.
 func (c *Cache) timer() {
 	defer close(c.timerDone)
 	period := min(max(c.delay/4, time.Millisecond), time.Second)

@@ -99,6 +99,8 @@ func (n *Node) Dirty() bool {
 // Sync writes back this node's dirty pages, waits until the filesystem has
 // been told (CommitWrite), and returns the sticky write-back error, if
 // any, clearing it. Pages that failed stay dirty for the next attempt.
+// It does not flush the device: durability needs the filesystem to log
+// the new extents and then issue a flush.
 func (n *Node) Sync() error {
 	n.writeback()
 	n.lock()
