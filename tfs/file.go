@@ -259,11 +259,11 @@ func (fs *FS) cutExtentsLocked(n *Node, keep uint64) error {
 
 // Fsync writes n's data, then the log, then flushes the device.
 func (fs *FS) Fsync(n *Node, dataOnly bool) error {
-	if n.kind == KindFile {
-		fd := fs.fileData(n)
-		if err := fd.Sync(); err != nil {
-			return err
-		}
+	if fs.ro {
+		return nil
 	}
-	return fs.flush(true)
+	if n.kind != KindFile {
+		return fs.flush(true) // fsync of a directory: like syncfs (§6.3)
+	}
+	return fs.flushLog(true, fs.fileData(n).Sync())
 }

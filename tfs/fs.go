@@ -39,6 +39,7 @@ type FS struct {
 	delay    time.Duration
 	stop     chan struct{}
 	stopped  chan struct{}
+	kick     chan struct{} // asks the flusher to write now
 	// unlinkedOpen holds files without directory entries that are still
 	// open; their blocks are freed at the last Release.
 	unlinkedOpen map[*Node]bool
@@ -61,7 +62,8 @@ func Mount(dev blockdev.Device, opts Options) (*FS, error) {
 // are returned for fsck. A mount fails if there are any.
 func load(dev blockdev.Device, opts Options) (*FS, []problem, error) {
 	q := opts.Queue
-	fs := &FS{q: q, ro: opts.ReadOnly || dev.ReadOnly(), dirty: map[*Node]bool{}, unlinkedOpen: map[*Node]bool{}, nextIno: 1}
+	fs := &FS{q: q, ro: opts.ReadOnly || dev.ReadOnly(), dirty: map[*Node]bool{}, unlinkedOpen: map[*Node]bool{}, nextIno: 1,
+		kick: make(chan struct{}, 1)}
 	loc, err := locateVolume(dev, opts.Partition)
 	if err != nil {
 		return nil, nil, err
@@ -297,6 +299,8 @@ func (fs *FS) flusher() {
 		select {
 		case <-fs.stop:
 			return
+		case <-fs.kick:
+			_ = fs.flush(false)
 		case <-t.C:
 			fs.mu.Lock()
 			idle := fs.w.idle() && len(fs.dirty) == 0

@@ -212,7 +212,29 @@ func (fs *FS) logEntry(f func(e *encoder, b []byte) []byte) error {
 		return errnoErr("read-only mount", errEROFS)
 	}
 	b := f(fs.w.enc, make([]byte, 0, 64))
-	return fs.w.stage(b)
+	if err := fs.w.stage(b); err != nil {
+		return err
+	}
+	// Like Nanos, write at once when half an extension is staged.
+	if fs.w.staged() > extBlocks*blockSize/2 {
+		select {
+		case fs.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// staged is the number of bytes waiting to be written.
+func (w *logWriter) staged() int {
+	n := 0
+	for _, x := range w.done {
+		n += x.to - x.from
+	}
+	if w.dirtyFrom >= 0 {
+		n += w.used + 1 - w.dirtyFrom
+	}
+	return n
 }
 
 // logEAV stages EAV(target, name, v) and applies it to the graph. A target
@@ -254,7 +276,15 @@ func (fs *FS) flush(full bool) error {
 	if fs.ro {
 		return nil
 	}
-	derr := fs.data.sync()
+	return fs.flushLog(full, fs.data.sync())
+}
+
+// flushLog is flush without the data write-back, for callers that wrote
+// the data they care about already (fsync). Records in the log only ever
+// reference written blocks (extents are logged at CommitWrite), so this
+// never exposes unwritten data; sizes of other files may run ahead of
+// their data, which then reads as holes.
+func (fs *FS) flushLog(full bool, derr error) error {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if fs.w == nil {
