@@ -142,7 +142,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if err := n.m.fs.Unlink(n.tn, name); err != nil {
 		return n.m.toErrno("unlink", err)
 	}
-	n.m.touchCtime(victim) // its link count changed
+	n.m.touchCtimeIfLinked(victim) // its link count changed
 	return 0
 }
 
@@ -171,7 +171,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return n.m.toErrno("rename", err)
 	}
 	n.m.touchCtime(moved)
-	n.m.touchCtime(replaced)
+	n.m.touchCtimeIfLinked(replaced)
 	return 0
 }
 
