@@ -23,7 +23,10 @@ type Node struct {
 	ino    uint64
 	kind   Kind
 	parent *Node // directories: the directory holding it (root: itself)
-	links  int   // directory entries referencing it, in memory
+	// subdirs counts the directories among a directory's entries, for
+	// st_nlink (2 + subdirs) without a scan.
+	subdirs int
+	links   int // directory entries referencing it, in memory
 
 	// Regular files.
 	exts       []*extent // sorted by file block, disjoint in file space
@@ -172,6 +175,7 @@ func (b *builder) build(rootT *tuple) *Node {
 					b.add(path, "has both children and extents; treated as a directory")
 				}
 				n.parent = it.dir
+				it.dir.subdirs++
 				stack = append(stack, item{n, path + "/"})
 			case KindSymlink:
 				if _, ok := textOf(ct.attrs["linktarget"]); !ok {
@@ -319,14 +323,7 @@ func (fs *FS) attrLocked(n *Node) Attr {
 	_, a.ReadOnly = n.t.attrs["readonly"]
 	switch n.kind {
 	case KindDir:
-		a.Nlink = 2
-		if c, ok := n.t.attrs["children"].(*tuple); ok {
-			for _, v := range c.attrs {
-				if ct, ok := v.(*tuple); ok && ct.node != nil && ct.node.kind == KindDir {
-					a.Nlink++
-				}
-			}
-		}
+		a.Nlink = uint32(2 + n.subdirs)
 	case KindSymlink:
 		s, _ := textOf(n.t.attrs["linktarget"])
 		a.Size = int64(len(s))

@@ -47,6 +47,7 @@ func (fs *FS) addEntry(dir *Node, c *tuple, name string, t *tuple, k Kind) (*Nod
 	n.links = 1
 	if k == KindDir {
 		n.parent = dir
+		dir.subdirs++
 	}
 	fs.touchLocked(dir, true)
 	return n, nil
@@ -236,6 +237,7 @@ func (fs *FS) Rmdir(dir *Node, name string) error {
 		return err
 	}
 	n.links = 0
+	dir.subdirs--
 	fs.touchLocked(dir, true)
 	return nil
 }
@@ -317,9 +319,13 @@ func (fs *FS) renameLocked(odir *Node, oc *tuple, oname string, src *Node, ndir 
 		}
 		if src.kind == KindDir {
 			src.parent = ndir
+			odir.subdirs--
+			ndir.subdirs++
 		}
 		if dst.kind == KindDir {
 			dst.parent = odir
+			ndir.subdirs--
+			odir.subdirs++
 		}
 		fs.touchLocked(odir, true)
 		fs.touchLocked(ndir, true)
@@ -352,12 +358,15 @@ func (fs *FS) renameLocked(odir *Node, oc *tuple, oname string, src *Node, ndir 
 	}
 	if src.kind == KindDir {
 		src.parent = ndir
+		odir.subdirs--
+		ndir.subdirs++
 	}
 	fs.touchLocked(odir, true)
 	fs.touchLocked(ndir, true)
 	if dst != nil {
 		if dst.kind == KindDir {
 			dst.links = 0
+			ndir.subdirs--
 			return nil
 		}
 		fd, err := fs.unrefLocked(dst)
