@@ -58,6 +58,20 @@ func (r *Ranges) find(b uint64) int {
 	return sort.Search(len(r.runs), func(i int) bool { return r.runs[i].end() > b })
 }
 
+// FreeWithin calls f for every free part of [start, start+n), in order.
+func (r *Ranges) FreeWithin(start, n uint64, f func(start, n uint64)) {
+	end := start + n
+	if end < start {
+		end = r.size
+	}
+	for i := r.find(start); i < len(r.runs) && r.runs[i].start < end; i++ {
+		lo, hi := max(r.runs[i].start, start), min(r.runs[i].end(), end)
+		if lo < hi {
+			f(lo, hi-lo)
+		}
+	}
+}
+
 // IsFree reports whether every block of [start, start+n) is free.
 func (r *Ranges) IsFree(start, n uint64) bool {
 	if n == 0 || start+n < start || start+n > r.size {

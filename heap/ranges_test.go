@@ -53,6 +53,11 @@ func TestRangesFirstFitAndGrow(t *testing.T) {
 	if _, ok := r.Alloc(100000); ok {
 		t.Fatal("oversized alloc succeeded")
 	}
+	var parts [][2]uint64
+	r.FreeWithin(2000, 1200, func(s, n uint64) { parts = append(parts, [2]uint64{s, n}) })
+	if len(parts) != 2 || parts[0] != [2]uint64{2025, 24} || parts[1] != [2]uint64{3084, 116} {
+		t.Fatalf("FreeWithin gave %v", parts)
+	}
 	mustCheck(t, r)
 }
 
