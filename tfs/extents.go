@@ -3,6 +3,8 @@ package tfs
 import (
 	"sort"
 	"strconv"
+
+	"github.com/tfsmount/tfsmount/blockdev"
 )
 
 // File extent maps (tfs-format.md §5) and a small set of file blocks.
@@ -196,7 +198,28 @@ func (fs *FS) freeBlocks(start, n uint64) {
 	}
 	// The model reserved every extent at mount, so a failure here means
 	// the in-memory state is inconsistent; keep going, fsck will tell.
-	_ = fs.free.Free(start, n)
+	if fs.free.Free(start, n) == nil && len(fs.discards) < maxDiscards {
+		fs.discards = append(fs.discards, [2]uint64{start, n})
+	}
+}
+
+// maxDiscards bounds the list of freed ranges waiting to be discarded;
+// beyond it, ranges are simply not discarded (an optimisation only).
+const maxDiscards = 1 << 16
+
+// discardFreedLocked tells the device that blocks freed before the last
+// log write hold nothing any more. It runs only after that write is
+// durable (a crash before it would bring the old extents back, and their
+// data must still be there), and only for the parts still free (a block
+// may have been allocated again since).
+func (fs *FS) discardFreedLocked() {
+	list := fs.discards
+	fs.discards = nil
+	for _, r := range list {
+		fs.free.FreeWithin(r[0], r[1], func(s, n uint64) {
+			_ = blockdev.Discard(fs.dev, int64(s)*blockSize, int64(n)*blockSize)
+		})
+	}
 }
 
 // allocRun allocates volume blocks for up to want file blocks following

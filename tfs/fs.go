@@ -40,6 +40,7 @@ type FS struct {
 	stop     chan struct{}
 	stopped  chan struct{}
 	kick     chan struct{} // asks the flusher to write now
+	discards [][2]uint64   // freed block ranges to discard after the next log write
 	// unlinkedOpen holds files without directory entries that are still
 	// open; their blocks are freed at the last Release.
 	unlinkedOpen map[*Node]bool

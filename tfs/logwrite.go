@@ -300,6 +300,9 @@ func (fs *FS) flushLog(full bool, derr error) error {
 	if err := errors.Join(derr, aerr, werr, ferr); err != nil {
 		return err
 	}
+	if staged || full {
+		fs.discardFreedLocked()
+	}
 	if fs.w.obsolete >= compactObsolete && fs.w.entries <= 2*fs.w.obsolete {
 		return fs.compactLocked()
 	}

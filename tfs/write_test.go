@@ -302,3 +302,25 @@ func TestUninitedNoStaleData(t *testing.T) {
 		}
 	}
 }
+
+// Blocks of a deleted file are discarded once the deletion is durable.
+func TestDiscardAfterDelete(t *testing.T) {
+	dev := newVolume(t, 16<<20, "")
+	fs := mountMem(t, dev, Options{})
+	defer fs.Close()
+	f := mk(t)(fs.Create(fs.Root(), "f", true))
+	writeAll(t, fs, f, bytes.Repeat([]byte{0x55}, 100000), 0)
+	must(t, fs.Sync())
+	start := int64(f.exts[0].dblock) * blockSize
+	if dev.Bytes()[start] != 0x55 {
+		t.Fatal("data not on the device")
+	}
+	must(t, fs.Unlink(fs.Root(), "f"))
+	if dev.Bytes()[start] != 0x55 {
+		t.Fatal("discarded before the deletion was written")
+	}
+	must(t, fs.Sync())
+	if b := dev.Bytes()[start : start+100000]; !bytes.Equal(b, make([]byte, 100000)) {
+		t.Fatal("blocks of the deleted file were not discarded")
+	}
+}
