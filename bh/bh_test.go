@@ -94,16 +94,12 @@ func TestPostFastPathAllocatesNothing(t *testing.T) {
 }
 
 func TestMergeDeliversOnceThroughQueueWithFirstError(t *testing.T) {
-	q := NewQueue(2)
+	q := NewQueue(1)
 	defer q.Close()
 	first, second := errors.New("first"), errors.New("second")
 	var calls atomic.Int32
 	got := make(chan error, 2)
-	var inline atomic.Bool
 	m := NewMerge(q, func(err error) {
-		if inline.Load() {
-			t.Error("merge completion ran inline in the caller")
-		}
 		calls.Add(1)
 		got <- err
 	})
@@ -123,13 +119,23 @@ func TestMergeDeliversOnceThroughQueueWithFirstError(t *testing.T) {
 	if calls.Load() != 0 || len(got) != 0 {
 		t.Fatal("merge completed before Finish")
 	}
-	inline.Store(true)
+	// Stall the only worker: if Finish ran the completion inline, it would
+	// have run by the time Finish returns.
+	release := make(chan struct{})
+	stalled := make(chan struct{})
+	q.PostFunc(func() { close(stalled); <-release })
+	<-stalled
 	m.Finish()
-	inline.Store(false)
+	if calls.Load() != 0 {
+		t.Fatal("merge completion ran inline in Finish")
+	}
+	close(release)
 	if err := <-got; err != first {
 		t.Fatalf("merge error %v, want the first one", err)
 	}
-	time.Sleep(10 * time.Millisecond)
+	flushed := make(chan struct{})
+	q.PostFunc(func() { close(flushed) }) // one worker: runs after anything posted before
+	<-flushed
 	if calls.Load() != 1 {
 		t.Fatalf("merge completed %d times", calls.Load())
 	}
