@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 )
 
@@ -25,8 +26,38 @@ const (
 	exitFsckUsage  = 16 // fsck(8): usage or syntax error
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version may be set at build time with -ldflags "-X main.version=...";
+// otherwise versionString reports the git commit Go recorded in the binary.
+var version = ""
+
+// versionString is version, or the VCS revision and time from the build
+// information ("+dirty" when built from a modified tree).
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown build)"
+	}
+	var rev, when, dirty string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			when = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if rev == "" {
+		return "(built without version control information) " + info.GoVersion
+	}
+	return fmt.Sprintf("%.12s%s (%s, %s)", rev, dirty, when, info.GoVersion)
+}
 
 func main() {
 	os.Exit(run(os.Args))
@@ -57,7 +88,7 @@ func run(args []string) int {
 	case "put":
 		return runPut(args[2:])
 	case "version", "--version":
-		fmt.Printf("tfsmount %s\n", version)
+		fmt.Printf("tfsmount %s\n", versionString())
 		return exitOK
 	case "help", "-h", "--help":
 		if len(args) > 2 {
