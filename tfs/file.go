@@ -66,7 +66,6 @@ func (fs *FS) Release(n *Node) {
 	fd := n.fd
 	if gone {
 		n.fd = nil
-		delete(fs.unlinkedOpen, n)
 	}
 	fs.mu.Unlock()
 	if gone {

@@ -41,9 +41,6 @@ type FS struct {
 	stopped  chan struct{}
 	kick     chan struct{} // asks the flusher to write now
 	discards [][2]uint64   // freed block ranges to discard after the next log write
-	// unlinkedOpen holds files without directory entries that are still
-	// open; their blocks are freed at the last Release.
-	unlinkedOpen map[*Node]bool
 }
 
 // Mount finds the volume, replays its log and derives free space.
@@ -63,7 +60,7 @@ func Mount(dev blockdev.Device, opts Options) (*FS, error) {
 // are returned for fsck. A mount fails if there are any.
 func load(dev blockdev.Device, opts Options) (*FS, []problem, error) {
 	q := opts.Queue
-	fs := &FS{q: q, ro: opts.ReadOnly || dev.ReadOnly(), dirty: map[*Node]bool{}, unlinkedOpen: map[*Node]bool{}, nextIno: 1,
+	fs := &FS{q: q, ro: opts.ReadOnly || dev.ReadOnly(), dirty: map[*Node]bool{}, nextIno: 1,
 		kick: make(chan struct{}, 1)}
 	loc, err := locateVolume(dev, opts.Partition)
 	if err != nil {

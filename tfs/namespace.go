@@ -192,8 +192,7 @@ func (fs *FS) unrefLocked(n *Node) (fileData, error) {
 	}
 	delete(fs.dirty, n)
 	if n.opens > 0 {
-		fs.unlinkedOpen[n] = true
-		return nil, nil
+		return nil, nil // the last Release frees it
 	}
 	fd := n.fd
 	n.fd = nil
