@@ -74,6 +74,7 @@ func TestConcurrentOperations(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
+	checkInvariants(t, fs)
 	before := snapshot(t, fs)
 	must(t, fs.Close())
 	fs = mountMem(t, dev, Options{Queue: q})

@@ -70,6 +70,7 @@ func TestCrashImagesMount(t *testing.T) {
 	}
 	close(stop)
 	<-done
+	checkInvariants(t, fs)
 	must(t, fs.Close())
 	mu.Lock()
 	snaps = append(snaps, dev.Bytes())

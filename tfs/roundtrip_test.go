@@ -198,6 +198,7 @@ func TestRoundTrip(t *testing.T) {
 	q := testQueue(t)
 	fs := mountMem(t, dev, Options{Queue: q})
 	want := workload(t, fs)
+	checkInvariants(t, fs)
 	for p, w := range want {
 		checkContent(t, fs, p, w)
 	}
@@ -207,6 +208,7 @@ func TestRoundTrip(t *testing.T) {
 	must(t, fs.Close())
 
 	fs2 := mountMem(t, dev, Options{Queue: q})
+	checkInvariants(t, fs2)
 	after := snapshot(t, fs2)
 	if before != after {
 		t.Fatalf("tree changed across remount:\nbefore:\n%s\nafter:\n%s", before, after)
