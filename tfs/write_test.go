@@ -366,3 +366,29 @@ func TestDuplicateNamesRebuilt(t *testing.T) {
 		t.Error("/x/y is not a directory")
 	}
 }
+
+// Extents written by this package follow Nanos' cap of 65536 blocks.
+func TestExtentCap(t *testing.T) {
+	dev := newVolume(t, 96<<20, "")
+	fs := mountMem(t, dev, Options{})
+	f := mk(t)(fs.Create(fs.Root(), "big", true))
+	data := pattern(7, 70<<20)
+	for off := 0; off < len(data); off += 1 << 20 {
+		writeAll(t, fs, f, data[off:off+1<<20], int64(off))
+	}
+	must(t, fs.Close())
+	fs = mountMem(t, dev, Options{ReadOnly: true})
+	defer fs.Close()
+	n := mk(t)(fs.Resolve("/big"))
+	var total uint64
+	for _, e := range n.exts {
+		if e.length > maxExtentBlocks || e.length != e.allocated {
+			t.Errorf("extent at %d: length %d allocated %d", e.fblock, e.length, e.allocated)
+		}
+		total += e.length
+	}
+	if len(n.exts) != 3 || total != 70<<20/blockSize {
+		t.Errorf("%d extents covering %d blocks, want 3 covering %d", len(n.exts), total, 70<<20/blockSize)
+	}
+	checkContent(t, fs, "/big", data)
+}
