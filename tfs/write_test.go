@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tfsmount/tfsmount/blockdev"
 )
@@ -391,4 +392,42 @@ func TestExtentCap(t *testing.T) {
 		t.Errorf("%d extents covering %d blocks, want 3 covering %d", len(n.exts), total, 70<<20/blockSize)
 	}
 	checkContent(t, fs, "/big", data)
+}
+
+// fsync makes the file's bytes and metadata durable: an image captured
+// right after it (a power cut) holds them.
+func TestFsyncDurable(t *testing.T) {
+	dev := newVolume(t, 16<<20, "")
+	q := testQueue(t)
+	fs := mountMem(t, dev, Options{Queue: q, WritebackDelay: time.Hour})
+	defer fs.Close()
+	d := mk(t)(fs.Mkdir(fs.Root(), "d"))
+	f := mk(t)(fs.Create(d, "f", true))
+	data := pattern(11, 300000)
+	writeAll(t, fs, f, data, 0)
+	must(t, fs.Fsync(f, false))
+	crash := mountMem(t, blockdev.NewMemoryFrom(q, dev.Bytes(), true), Options{Queue: q})
+	defer crash.Close()
+	checkContent(t, crash, "/d/f", data)
+}
+
+// Device errors reach the caller of Sync/Fsync; nothing panics and the
+// volume on the device stays mountable.
+func TestLogWriteErrorReported(t *testing.T) {
+	dev := newVolume(t, 16<<20, "")
+	q := testQueue(t)
+	faulty := blockdev.NewFaulty(dev, q)
+	fs := mountMem(t, faulty, Options{Queue: q, WritebackDelay: time.Hour})
+	mk(t)(fs.Mkdir(fs.Root(), "d"))
+	faulty.FailRange(blockSize, extBlocks*blockSize, errors.New("injected"), blockdev.OpWrite)
+	if err := fs.Sync(); err == nil || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("sync: %v, want the injected error", err)
+	}
+	faulty.ClearFaults()
+	fs.Close()
+	rep, err := Fsck(dev, Options{})
+	must(t, err)
+	if !rep.Clean() {
+		t.Fatalf("fsck after a failed log write: %s", rep)
+	}
 }
