@@ -47,7 +47,9 @@ type logWriter struct {
 	// extension and the first extension of a compacted log. 0 = none.
 	nextArea, compactArea uint64
 	entries, obsolete     uint64
-	err                   error // sticky write error, reported by the next sync
+	// err is sticky: a record that could not be staged (no room for a
+	// new extension) leaves the log behind memory; every sync reports it.
+	err error
 }
 
 func newLogWriter(fs *FS) *logWriter {
@@ -197,8 +199,8 @@ func (w *logWriter) write() error {
 		from := x.from / blockSize * blockSize
 		to := min((x.to+blockSize-1)/blockSize*blockSize, len(x.buf))
 		if err := blockdev.WriteAt(w.fs.dev, x.buf[from:to], int64(x.ext.start)*blockSize+int64(from)); err != nil {
-			w.err = fmt.Errorf("write log extension at block %d: %w", x.ext.start, err)
-			return w.err
+			// Everything stays staged: the next flush writes it again.
+			return fmt.Errorf("write log extension at block %d: %w", x.ext.start, err)
 		}
 	}
 	w.done = nil
