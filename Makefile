@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin/tfsmount
 # Packages whose concurrency the race detector must see (tfsdebug: page
 # buffers come from Go memory so the detector can check them).
-RACE_PKGS := ./bh/... ./irq/... ./heap/... ./blockdev/... ./pagecache/...
+RACE_PKGS := ./bh/... ./irq/... ./heap/... ./blockdev/... ./pagecache/... ./tfs/fusefs/...
 
 .PHONY: all build setup demo test unit race e2e vet bench clean
 
