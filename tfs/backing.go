@@ -182,6 +182,9 @@ func (fs *FS) commitRange(n *Node, b0, b1 uint64) error {
 				continue
 			}
 			if err := fs.logNewExtent(n, e); err != nil {
+				// The data is on the device: keep showing it; the sticky
+				// error tells every later sync that the log is behind.
+				e.pending = false
 				return err
 			}
 		case e.uninited:
