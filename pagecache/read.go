@@ -132,10 +132,12 @@ func (n *Node) pinForRead(first, last, size int64, pins []*page) readPlan {
 	}
 	var hits, misses int64
 	for idx := first; idx <= last; idx++ {
-		pg, err := n.getPage(idx)
-		if err != nil {
-			break
+		if n.pages[idx] == nil {
+			if _, err := n.allocRunLocked(idx, last-idx+1); err != nil {
+				break
+			}
 		}
+		pg := n.pages[idx]
 		st := c.lockState()
 		pg.refs++
 		switch pg.state {
@@ -203,27 +205,32 @@ func (n *Node) readAheadLocked(first, last, size int64) [][]*page {
 	var runs [][]*page
 	var cur []*page
 	idx := max(last+1, n.raEnd)
-	for ; idx < limit; idx++ {
-		if pg := n.pages[idx]; pg != nil {
+	for idx < limit {
+		if n.pages[idx] != nil {
 			if len(cur) > 0 {
 				runs = append(runs, cur)
 				cur = nil
 			}
+			idx++
 			continue
 		}
-		pg, err := n.getPage(idx)
+		k, err := n.allocRunLocked(idx, limit-idx)
 		if err != nil {
 			break
 		}
 		st := c.lockState()
-		st.setState(pg, stateReading)
-		st.unlock()
-		if len(cur) == maxRunPages {
-			runs = append(runs, cur)
-			cur = nil
+		for j := idx; j < idx+int64(k); j++ {
+			pg := n.pages[j]
+			st.setState(pg, stateReading)
+			if len(cur) == maxRunPages {
+				runs = append(runs, cur)
+				cur = nil
+			}
+			cur = append(cur, pg)
 		}
-		cur = append(cur, pg)
-		c.stats.readAhead.Add(1)
+		st.unlock()
+		c.stats.readAhead.Add(int64(k))
+		idx += int64(k)
 	}
 	n.raEnd = idx
 	if len(cur) > 0 {
@@ -258,8 +265,21 @@ func (n *Node) getPage(idx int64) (*page, error) {
 // and ascending neighbours let the device send a run of pages as one
 // contiguous buffer. Caller holds the node lock.
 func (n *Node) allocRunLocked(idx, max int64) (int, error) {
+	c := n.c
+	want := int64(0)
+	for want < max && n.pages[idx+want] == nil {
+		want++
+	}
+	// Make room for the whole run at once: pages evicted together were
+	// usually allocated together, so their buffers come back as
+	// neighbours for this run.
+	st := c.lockState()
+	if over := c.cachedPages + want - c.budget; over > 0 {
+		st.evictLocked(n, int(over))
+	}
+	st.unlock()
 	var bufs [][]byte
-	for i := idx; i < idx+max && n.pages[i] == nil; i++ {
+	for i := idx; i < idx+want; i++ {
 		buf, err := n.c.allocBuf(n)
 		if err != nil {
 			if len(bufs) == 0 {
@@ -270,7 +290,7 @@ func (n *Node) allocRunLocked(idx, max int64) (int, error) {
 		bufs = append(bufs, buf)
 	}
 	sortByAddress(bufs)
-	st := n.c.lockState()
+	st = c.lockState()
 	for i, buf := range bufs {
 		pg := &page{node: n, index: idx + int64(i), buf: buf}
 		st.setState(pg, stateAlloc)
