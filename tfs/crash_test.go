@@ -64,8 +64,14 @@ func TestCrashImagesMount(t *testing.T) {
 			f := mk(t)(fs.Lookup(root, names[rng.Intn(len(names))]))
 			writeAll(t, fs, f, pattern(int64(i), 5000), int64(rng.Intn(300000)))
 		}
-		if i%50 == 0 {
-			time.Sleep(10 * time.Millisecond)
+		if i%40 == 0 {
+			// Also capture at op boundaries, so a loaded machine still
+			// yields enough images; the flusher runs concurrently.
+			b := dev.Bytes()
+			mu.Lock()
+			snaps = append(snaps, b)
+			mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
 	close(stop)
