@@ -322,7 +322,7 @@ func TestUninitedNoStaleData(t *testing.T) {
 // Blocks of a deleted file are discarded once the deletion is durable.
 func TestDiscardAfterDelete(t *testing.T) {
 	dev := newVolume(t, 16<<20, "")
-	fs := mountMem(t, dev, Options{})
+	fs := mountMem(t, dev, Options{WritebackDelay: time.Hour}) // no timer flush in between
 	defer fs.Close()
 	f := mk(t)(fs.Create(fs.Root(), "f", true))
 	writeAll(t, fs, f, bytes.Repeat([]byte{0x55}, 100000), 0)
