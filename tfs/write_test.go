@@ -432,3 +432,49 @@ func TestLogWriteErrorReported(t *testing.T) {
 		t.Fatalf("fsck after a failed then retried log write: %s", rep)
 	}
 }
+
+// Nanos' allocation policy on a fragmented volume: requests halve from
+// min(gap, 65536) down to 2048 blocks, then ENOSPC.
+func TestAllocHalving(t *testing.T) {
+	dev := newVolume(t, 64<<20, "")
+	fs := mountMem(t, dev, Options{})
+	defer fs.Close()
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	// Leave free runs of 3000 blocks separated by used blocks, and a few
+	// runs too small for any extent.
+	var holes [][2]uint64
+	fs.free.Runs(func(s, n uint64) bool { holes = append(holes, [2]uint64{s, n}); return true })
+	for _, h := range holes {
+		for b := h[0]; b < h[0]+h[1]; b += 3001 {
+			if b+3000 < h[0]+h[1] {
+				must(t, fs.free.Reserve(b+3000, 1))
+			}
+		}
+	}
+	n := &Node{kind: KindFile} // no directory entry: nothing is logged
+	must(t, fs.allocGap(n, 0, 10000, true))
+	// 10000 → 5000 → 2500 fits a 3000-block run; the rest of the gap
+	// (7500) → 3750 → 1875, and so on: never below 1024 (halving stops
+	// once a request is at most 2048), never more than a run.
+	var total uint64
+	for _, e := range n.exts {
+		if e.length <= 1024 || e.length > 3000 {
+			t.Errorf("extent of %d blocks", e.length)
+		}
+		total += e.length
+	}
+	if total != 10000 || n.exts[0].length != 2500 || n.exts[1].length != 1875 {
+		t.Errorf("extents cover %d blocks, first two %d and %d; want 10000, 2500, 1875", total, n.exts[0].length, n.exts[1].length)
+	}
+	// Only runs below 2048 blocks left: ENOSPC.
+	for {
+		if _, ok := fs.free.Alloc(2048); !ok {
+			break
+		}
+	}
+	m := &Node{kind: KindFile}
+	if err := fs.allocGap(m, 0, 5000, false); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("allocation with only small runs: %v, want ENOSPC", err)
+	}
+}
