@@ -138,3 +138,11 @@ type MkfsOptions struct {
 //	func (fs *FS) Compact() error          // rebuild the log now
 //	func Fsck(dev blockdev.Device, opts Options) (*FsckReport, error) // report lists every problem
 //	func (fs *FS) Resolve(path string) (*Node, error) // absolute guest path, no symlink following
+//
+// Also available (added with the implementation):
+//
+//	func (fs *FS) LogBlocks() uint64        // blocks held by the log chain (to show what Compact saves)
+//	type FsckReport                         // Problems []FsckProblem{Where, What}, counts, Clean(), String()
+//
+// Fsync(n) writes n's data, then the log (with every staged record), then
+// flushes the device; Sync and Fsync of a directory write all data first.
