@@ -284,6 +284,15 @@ func (fs *FS) Close() error {
 		errs = append(errs, fs.flush(true))
 	}
 	errs = append(errs, fs.data.close())
+	if !fs.ro {
+		// Closing the cache may have committed late write-backs.
+		fs.mu.Lock()
+		idle := fs.w.idle() && len(fs.dirty) == 0
+		fs.mu.Unlock()
+		if !idle {
+			errs = append(errs, fs.flushLog(true, nil))
+		}
+	}
 	fs.closeQueue()
 	return errors.Join(errs...)
 }
