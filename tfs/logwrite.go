@@ -16,6 +16,8 @@ const (
 	hdrMax       = 21 // a record type byte and two 10-byte varints
 	minChunkRoom = hdrMax + 32
 
+	maxStaged = 32 << 20
+
 	// Compaction policy (§2.9).
 	compactObsolete = 8192
 )
@@ -212,6 +214,11 @@ func (w *logWriter) write() error {
 func (fs *FS) logEntry(f func(e *encoder, b []byte) []byte) error {
 	if fs.w == nil {
 		return errnoErr("read-only mount", errEROFS)
+	}
+	// Bound what waits in memory when log writes keep failing (Nanos
+	// refuses changes beyond 32 MiB staged, too).
+	if fs.w.staged() > maxStaged {
+		return errnoErr("too much metadata waiting for the log to be written", errENOSPC)
 	}
 	b := f(fs.w.enc, make([]byte, 0, 64))
 	if err := fs.w.stage(b); err != nil {
