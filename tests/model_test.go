@@ -53,18 +53,23 @@ const (
 func TestRandomOpsModel(t *testing.T) {
 	for _, io := range []string{"uring", "sync"} {
 		t.Run("io="+io, func(t *testing.T) {
-			seed := time.Now().UnixNano()
+			seeds := []int64{time.Now().UnixNano(), time.Now().UnixNano() + 1, time.Now().UnixNano() + 2}
 			if s := os.Getenv("TFS_MODEL_SEED"); s != "" {
-				seed, _ = strconv.ParseInt(s, 10, 64)
+				seed, _ := strconv.ParseInt(s, 10, 64)
+				seeds = []int64{seed}
 			}
-			t.Cleanup(func() {
-				if t.Failed() {
-					t.Logf("replay with TFS_MODEL_SEED=%d", seed)
-				}
-			})
-			m := freshMount(t, "128M", "io="+io)
-			m = runModel(t, m, seed, 5000)
-			m.finish()
+			for _, seed := range seeds {
+				t.Run(fmt.Sprint(seed), func(t *testing.T) {
+					t.Cleanup(func() {
+						if t.Failed() {
+							t.Logf("replay with TFS_MODEL_SEED=%d", seed)
+						}
+					})
+					m := freshMount(t, "128M", "io="+io)
+					m = runModel(t, m, seed, 5000)
+					m.finish()
+				})
+			}
 		})
 	}
 }
@@ -118,7 +123,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 	}
 	name := func() string { return fmt.Sprintf("f%d", r.Intn(modelFiles)) }
 	for op := 0; op < nops; op++ {
-		switch k := r.Intn(100); {
+		switch k := r.Intn(110); {
 		case k < 12: // open, creating if absent
 			if len(md.fds) >= modelMaxOpen {
 				continue
@@ -305,7 +310,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 			} else if err != nil || st.Size != int64(len(md.data[ino])) {
 				fail(op, "stat %s: size %d, %v; want %d", n, st.Size, err, len(md.data[ino]))
 			}
-		default: // fsync or fdatasync
+		case k < 100: // fsync or fdatasync
 			if fd, ok := anyFd(); ok {
 				var err error
 				if r.Intn(2) == 0 {
@@ -317,6 +322,51 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 					fail(op, "fsync of %s: %v", md.desc(fd), err)
 				}
 			}
+		case k < 105: // copy_file_range between two different inodes
+			in, ok1 := anyFd()
+			out, ok2 := anyFd()
+			if !ok1 || !ok2 || md.fds[in] == md.fds[out] {
+				continue
+			}
+			src := md.data[md.fds[in]]
+			offIn := int64(r.Intn(len(src) + 1))
+			offOut := int64(r.Intn(modelMaxOff))
+			length := 1 + r.Intn(modelMaxLen)
+			oi, oo := offIn, offOut
+			n, err := unix.CopyFileRange(in, &oi, out, &oo, length, 0)
+			wantN := min(int64(length), int64(len(src))-offIn)
+			if err != nil || int64(n) > wantN || (wantN > 0 && n == 0) {
+				fail(op, "copy_file_range %d bytes from %s at %d to %s at %d: %d, %v; want up to %d",
+					length, md.desc(in), offIn, md.desc(out), offOut, n, err, wantN)
+				continue
+			}
+			if n == 0 {
+				continue // nothing copied: the target does not grow
+			}
+			ino := md.fds[out]
+			md.data[ino] = writeAt(md.data[ino], append([]byte(nil), src[offIn:offIn+int64(n)]...), offOut)
+			md.note(ino, op, "copy_file_range %d bytes from fd %d at %d to fd %d at %d", n, in, offIn, out, offOut)
+		default: // write through a fresh O_APPEND descriptor
+			n := name()
+			ino, ok := md.names[n]
+			if !ok {
+				continue
+			}
+			fd, err := unix.Open(md.paths[n], unix.O_WRONLY|unix.O_APPEND, 0)
+			if err != nil {
+				fail(op, "open %s O_APPEND: %v", n, err)
+				continue
+			}
+			buf := make([]byte, 1+r.Intn(20000))
+			r.Read(buf)
+			k, err := unix.Write(fd, buf)
+			unix.Close(fd)
+			if err != nil || k != len(buf) {
+				fail(op, "append %d bytes to %s: %d, %v", len(buf), n, k, err)
+				continue
+			}
+			md.data[ino] = writeAt(md.data[ino], buf, int64(len(md.data[ino])))
+			md.note(ino, op, "append %d bytes via %s", len(buf), n)
 		}
 	}
 	for fd := range md.fds {
