@@ -16,17 +16,11 @@ import (
 
 // expectedImage is the part of NAME.expected.json the tests check.
 type expectedImage struct {
-	Image        string          `json:"image"`
-	ImageSize    int64           `json:"image_size"`
-	ImageSHA256  string          `json:"image_sha256"`
-	TFSOffset    int64           `json:"tfs_offset"`
-	BootOffset   *int64          `json:"boot_tfs_offset"`
-	Label        string          `json:"label"`
-	Entries      []expectedEntry `json:"entries"`
-	BootEntries  []expectedEntry `json:"boot_entries"`
-	TFSVersion   int             `json:"tfs_version"`
-	RootPartIdx  *int            `json:"root_partition_index"`
-	CompressedAs string          `json:"compressed_file"`
+	ImageSize   int64           `json:"image_size"`
+	ImageSHA256 string          `json:"image_sha256"`
+	BootOffset  *int64          `json:"boot_tfs_offset"` // set for partitioned images
+	Entries     []expectedEntry `json:"entries"`
+	BootEntries []expectedEntry `json:"boot_entries"`
 }
 
 // expectedEntry is one path of a fixture.
@@ -259,6 +253,15 @@ func TestFixturesOffline(t *testing.T) {
 				mustRun(t, "get", img, e.Path, dest)
 				if got := sha256File(t, dest); got != e.SHA256 {
 					t.Errorf("get %s: sha256 %s, want %s", e.Path, got, e.SHA256)
+				}
+			}
+			for _, e := range exp.BootEntries {
+				if e.Type != "file" {
+					continue
+				}
+				r := mustRun(t, "cat", "--partition", "boot", img, e.Path)
+				if got := sha256Bytes(r.Stdout); got != e.SHA256 {
+					t.Errorf("cat --partition boot %s: sha256 %s, want %s", e.Path, got, e.SHA256)
 				}
 			}
 			if got := sha256File(t, img); got != exp.ImageSHA256 {
