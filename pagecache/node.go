@@ -11,7 +11,10 @@ import (
 // Calling rules for the filesystem: Read, Write, Sync, Truncate and
 // PunchHole may wait for I/O and call Backing methods (Read, Write and Sync
 // do), so they must not be called with the filesystem's metadata mutex
-// held. Drop and Dirty never wait and never call Backing.
+// held. Drop and Dirty never wait and never call Backing. PrepareWrite and
+// CommitWrite run with the node's write-back lock held, so a Backing must
+// not call back into the cache from them (a Write there could need memory,
+// and making room can write back the same node).
 //
 // Invariants, checked in tests (checkInvariants):
 //   - pages[i].index == i and the page is not detached;
