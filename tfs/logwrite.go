@@ -322,6 +322,10 @@ func (fs *FS) flushLog(full bool, derr error) error {
 func (fs *FS) stageDirtyLocked() error {
 	var errs []error
 	for n := range fs.dirty {
+		if n.links == 0 && n != fs.root {
+			delete(fs.dirty, n) // removed: nothing on disk to update
+			continue
+		}
 		if n.kind == KindFile && n.size != n.loggedSize {
 			if err := fs.logEAV(n.t, "filelength", intOf(uint64(n.size)), false); err != nil {
 				errs = append(errs, err)
