@@ -91,7 +91,6 @@ type Cache struct {
 	// Guarded by volMu.
 	nodes      map[*Node]struct{}
 	dirtyNodes map[*Node]time.Time // nodes with dirty pages, and since when
-	closed     bool
 
 	stopTimer chan struct{}
 	timerDone chan struct{}
@@ -217,9 +216,6 @@ func (c *Cache) Close() error {
 		close(c.stopTimer)
 		<-c.timerDone
 		err = c.Sync()
-		c.lockVolume()
-		c.closed = true
-		c.unlockVolume()
 		for _, n := range c.nodeList() {
 			n.Drop()
 		}
