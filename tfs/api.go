@@ -130,6 +130,7 @@ type MkfsOptions struct {
 //	func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error
 //	func (fs *FS) Seek(n *Node, off int64, whence int) (int64, error) // SEEK_DATA / SEEK_HOLE
 //	func (fs *FS) SetTimes(n *Node, atime, mtime *time.Time) error   // nil: leave unchanged
+//	func (fs *FS) SetFlags(n *Node, exec, readonly *bool) error       // regular files; nil: leave unchanged
 //	func (fs *FS) GetXattr(n *Node, name string) ([]byte, error)      // ENODATA if absent
 //	func (fs *FS) SetXattr(n *Node, name string, value []byte, flags int) error // XATTR_CREATE/REPLACE
 //	func (fs *FS) ListXattr(n *Node) ([]string, error)

@@ -47,8 +47,9 @@ mount of it is refused.
      allow_other       let other users use the mount
      default_permissions  let the kernel check the shown modes (recommended
                        with allow_other)
-     ignore_chmod      chmod/chown always succeed (TFS cannot store them;
-                       by default only a no-op change succeeds, else EPERM)
+     ignore_chmod      chmod/chown always succeed (TFS stores only a file's
+                       exec and readonly flags, which chmod still sets; by
+                       default any other change fails with EPERM)
      cache_size=N      page cache budget in bytes (K, M, G suffixes; default 256M)
      io=auto|uring|sync  device I/O engine (default auto: io_uring if it works)
      partition=root|boot|OFFSET  which volume of a partitioned image

@@ -3,6 +3,7 @@ package fusefs
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"syscall"
 	"testing"
 	"time"
@@ -237,4 +238,93 @@ func TestCtimeFollowsChanges(t *testing.T) {
 			t.Errorf("%s changed mtime: %v -> %v", change.name, before.Mtim, after.Mtim)
 		}
 	}
+}
+
+// chmod stores what TFS can: any x bit sets the exec flag, no w bit sets
+// readonly. The flags survive a remount, an executable script runs, and
+// modes the flags cannot express stay EPERM.
+func TestChmodStoresExecAndReadonly(t *testing.T) {
+	v := newTestVolume(t, Config{UID: 0, GID: 0, Umask: 0o022})
+	f := v.path("run.sh")
+	if err := os.WriteFile(f, []byte("#!/bin/sh\nexit 7\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(f, 0o755); err != nil {
+		t.Fatalf("chmod 755: %v", err)
+	}
+	if st := stat(t, f); st.Mode != syscall.S_IFREG|0o755 {
+		t.Errorf("after chmod 755: mode %o", st.Mode)
+	}
+	err := exec.Command(f).Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 7 {
+		t.Errorf("running the script: %v, want exit status 7", err)
+	}
+	v.remount(Config{UID: 0, GID: 0, Umask: 0o022})
+	f = v.path("run.sh")
+	if st := stat(t, f); st.Mode != syscall.S_IFREG|0o755 {
+		t.Errorf("exec flag after remount: mode %o", st.Mode)
+	}
+	for _, c := range []struct {
+		mode, want uint32
+	}{
+		{0o555, 0o555}, // exec + readonly
+		{0o444, 0o444}, // readonly
+		{0o644, 0o644}, // neither
+		{0o711, 0o755}, // any x bit: exec; the shown mode differs, so EPERM
+		{0o4755, 0o644},
+		{0o600, 0o644},
+	} {
+		err := os.Chmod(f, os.FileMode(c.mode&0o777)|modeBits(c.mode))
+		refused := c.mode != c.want
+		if refused && !errors.Is(err, syscall.EPERM) {
+			t.Errorf("chmod %o: %v, want EPERM", c.mode, err)
+		}
+		if !refused && err != nil {
+			t.Errorf("chmod %o: %v", c.mode, err)
+		}
+		if st := stat(t, f); !refused && st.Mode&0o7777 != c.want {
+			t.Errorf("after chmod %o: mode %o, want %o", c.mode, st.Mode&0o7777, c.want)
+		}
+	}
+	if st := stat(t, f); st.Mode&0o7777 != 0o644 {
+		t.Errorf("refused chmods changed the mode to %o", st.Mode&0o7777)
+	}
+	if err := os.Chmod(f, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.OpenFile(f, os.O_WRONLY, 0); !errors.Is(err, syscall.EACCES) {
+		t.Errorf("open readonly file for writing: %v, want EACCES", err)
+	}
+	if err := os.Chmod(v.path(""), 0o700); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("chmod of the root directory to 700: %v, want EPERM", err)
+	}
+	v.remount(Config{UID: 0, GID: 0, Umask: 0o022, IgnoreChmod: true})
+	f = v.path("run.sh")
+	if st := stat(t, f); st.Mode&0o7777 != 0o444 {
+		t.Errorf("readonly after remount: mode %o", st.Mode&0o7777)
+	}
+	// ignore_chmod still stores the flags and drops the rest.
+	if err := os.Chmod(f, 0o4700); err != nil {
+		t.Errorf("chmod 4700 with IgnoreChmod: %v", err)
+	}
+	if st := stat(t, f); st.Mode&0o7777 != 0o755 {
+		t.Errorf("after chmod 4700 with IgnoreChmod: mode %o, want 755", st.Mode&0o7777)
+	}
+}
+
+// modeBits maps the setuid/setgid/sticky bits of a numeric mode to
+// os.FileMode's flags.
+func modeBits(m uint32) os.FileMode {
+	var f os.FileMode
+	if m&0o4000 != 0 {
+		f |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		f |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		f |= os.ModeSticky
+	}
+	return f
 }

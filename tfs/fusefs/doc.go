@@ -15,8 +15,10 @@
 //     0666&^umask plus 0111&^umask when the file carries TFS's exec flag,
 //     minus write bits when it carries readonly; symlinks 0777; sockets
 //     0444&^umask.
-//   - chmod/chown succeed only when they would not change what stat shows
-//     (EPERM otherwise) unless Config.IgnoreChmod; nothing is persisted.
+//   - chmod of a regular file stores what TFS can: any x bit sets the exec
+//     flag, no w bit sets readonly (tfs.FS.SetFlags). Otherwise chmod/chown
+//     succeed only when they leave what stat shows (EPERM otherwise) unless
+//     Config.IgnoreChmod; no mode bits or owners are persisted.
 //   - st_nlink: files and symlinks show the link count, directories
 //     2 + number of subdirectories. ctime is mtime, or the time of a later
 //     change that leaves mtime alone (kept in memory only, ctime.go).

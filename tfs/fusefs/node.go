@@ -90,22 +90,47 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 
 var _ = (fs.NodeSetattrer)((*node)(nil))
 
-// Setattr changes size and times. Mode and owner cannot be stored: a
-// request that would leave them as shown succeeds, anything else is
-// EPERM (or ignored with Config.IgnoreChmod). All checks come before the
-// first change, so a refused request changes nothing.
+// Setattr changes flags, size and times. TFS stores no owner or mode
+// bits, only a regular file's exec and readonly flags: a chmod of a file
+// sets exec when it asks for any x bit and readonly when it asks for no w
+// bit. Beyond that a request must leave mode and owner as shown (the mode
+// the new flags yield); anything else is EPERM, or is ignored with
+// Config.IgnoreChmod. All checks come before the first change, so a
+// refused request changes nothing.
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	m := n.m
-	if !m.cfg.IgnoreChmod {
+	var exec, readonly *bool
+	if mode, ok := in.GetMode(); ok {
 		a := m.fs.Getattr(n.tn)
-		if mode, ok := in.GetMode(); ok && mode&07777 != m.permBits(&a) {
+		if a.Kind == tfs.KindFile {
+			// A flag whose bits the umask hides entirely keeps its state:
+			// the mode cannot say what it should be.
+			shown := 0777 &^ m.cfg.Umask
+			if shown&0111 != 0 {
+				a.Exec = mode&0111 != 0
+			}
+			if shown&0222 != 0 {
+				a.ReadOnly = mode&0222 == 0
+			}
+			exec, readonly = &a.Exec, &a.ReadOnly
+		}
+		if !m.cfg.IgnoreChmod && mode&07777 != m.permBits(&a) {
 			return syscall.EPERM
 		}
+	}
+	if !m.cfg.IgnoreChmod {
 		if uid, ok := in.GetUID(); ok && uid != m.cfg.UID {
 			return syscall.EPERM
 		}
 		if gid, ok := in.GetGID(); ok && gid != m.cfg.GID {
 			return syscall.EPERM
+		}
+	}
+	if exec != nil {
+		if a := m.fs.Getattr(n.tn); a.Exec != *exec || a.ReadOnly != *readonly {
+			if err := m.fs.SetFlags(n.tn, exec, readonly); err != nil {
+				return m.toErrno("chmod", err)
+			}
 		}
 	}
 	if size, ok := in.GetSize(); ok {

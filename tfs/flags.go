@@ -1,0 +1,43 @@
+package tfs
+
+import "fmt"
+
+// Per-file flags (tfs-format.md §4.2; notes §1): exec and readonly are
+// presence flags on a regular file's tuple. They are the only part of a
+// chmod that TFS can store. A set flag is written as the null marker, the
+// value Nanos uses for its own flag attributes; a cleared flag is an EAV
+// removal record, so the change is byte-compatible with Nanos' log.
+
+// SetFlags sets or clears the exec and readonly flags of a regular file
+// (nil leaves a flag unchanged). A flag already in the asked state logs
+// nothing.
+func (fs *FS) SetFlags(n *Node, exec, readonly *bool) error {
+	if n.kind != KindFile {
+		return errnoErr("exec and readonly flags exist only on regular files", errEPERM)
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if err := fs.checkWritable(); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		want *bool
+	}{{"exec", exec}, {"readonly", readonly}} {
+		if f.want == nil {
+			continue
+		}
+		_, has := n.t.attrs[f.name]
+		if has == *f.want {
+			continue
+		}
+		var v value
+		if *f.want {
+			v = nullMarker
+		}
+		if err := fs.logEAV(n.t, f.name, v, false); err != nil {
+			return fmt.Errorf("set flag %s: %w", f.name, err)
+		}
+	}
+	return nil
+}
