@@ -321,16 +321,22 @@ func (fs *FS) attrLocked(n *Node) Attr {
 	a := Attr{Ino: n.ino, Kind: n.kind, Atime: tfsToTime(n.timeAttr("atime")), Mtime: tfsToTime(n.timeAttr("mtime"))}
 	_, a.Exec = n.t.attrs["exec"]
 	_, a.ReadOnly = n.t.attrs["readonly"]
+	// A removed node (rmdir, or a rename over it, or the last unlink of an
+	// open file) shows no links, as fstat on a descriptor still open to it
+	// must; the root is never removed.
 	switch n.kind {
 	case KindDir:
 		a.Nlink = uint32(2 + n.subdirs)
+		if n.links <= 0 && n != fs.root {
+			a.Nlink = 0
+		}
 	case KindSymlink:
 		s, _ := textOf(n.t.attrs["linktarget"])
 		a.Size = int64(len(s))
-		a.Nlink = uint32(max(n.links, 1))
+		a.Nlink = uint32(max(n.links, 0))
 	default:
 		a.Size = n.size
-		a.Nlink = uint32(n.links)
+		a.Nlink = uint32(max(n.links, 0))
 		for _, e := range n.exts {
 			a.Blocks += int64(e.length)
 		}

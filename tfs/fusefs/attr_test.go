@@ -328,3 +328,48 @@ func modeBits(m uint32) os.FileMode {
 	}
 	return f
 }
+
+// fstat through a descriptor open to a directory that rename replaced, or
+// rmdir removed, shows nlink 0, as does an open file with no names left
+// (xfstests generic/035).
+func TestRemovedNodesNlinkZero(t *testing.T) {
+	v := newTestVolume(t, Config{})
+	for _, d := range []string{"src", "dst", "gone"} {
+		if err := os.Mkdir(v.path(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(v.path("f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open := func(p string) *os.File {
+		fd, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { fd.Close() })
+		return fd
+	}
+	dst, gone, f := open(v.path("dst")), open(v.path("gone")), open(v.path("f"))
+	if err := syscall.Rename(v.path("src"), v.path("dst")); err != nil { // os.Rename refuses an existing directory
+		t.Fatal(err)
+	}
+	if err := os.Remove(v.path("gone")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(v.path("f")); err != nil {
+		t.Fatal(err)
+	}
+	for name, fd := range map[string]*os.File{"replaced directory": dst, "removed directory": gone, "unlinked file": f} {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(fd.Fd()), &st); err != nil {
+			t.Fatalf("fstat %s: %v", name, err)
+		}
+		if st.Nlink != 0 {
+			t.Errorf("%s: nlink %d, want 0", name, st.Nlink)
+		}
+	}
+	if st := stat(t, v.path("dst")); st.Nlink != 2 {
+		t.Errorf("directory renamed into place: nlink %d, want 2", st.Nlink)
+	}
+}
