@@ -69,6 +69,7 @@ const (
 const (
 	FallocKeepSize  = 0x01
 	FallocPunchHole = 0x02
+	FallocZeroRange = 0x10
 )
 
 // Options configure Mount.

@@ -1,5 +1,7 @@
 package tfs
 
+import "fmt"
+
 // fallocate and SEEK_DATA/SEEK_HOLE (tfs-format.md §5.7, notes §6).
 
 const (
@@ -7,7 +9,8 @@ const (
 	seekHole = 4 // SEEK_HOLE
 )
 
-// Fallocate supports mode 0, KEEP_SIZE and PUNCH_HOLE|KEEP_SIZE.
+// Fallocate supports mode 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE and
+// ZERO_RANGE with or without KEEP_SIZE.
 func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error {
 	if off < 0 || length <= 0 || off+length < off || off+length > 1<<62 {
 		return errnoErr("fallocate range", errEINVAL)
@@ -20,6 +23,8 @@ func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error {
 		return fs.allocate(n, mode, off, length)
 	case FallocPunchHole | FallocKeepSize:
 		return fs.punch(n, off, length)
+	case FallocZeroRange, FallocZeroRange | FallocKeepSize:
+		return fs.zeroRange(n, mode&FallocKeepSize, off, length)
 	}
 	return errnoErr("fallocate mode", errEOPNOTSUPP)
 }
@@ -115,6 +120,25 @@ func (fs *FS) punch(n *Node, off, length int64) error {
 	if p1 >= p0 {
 		return zeroEdge(max(off, int64(p1)*blockSize), off+length)
 	}
+	return nil
+}
+
+// zeroRange makes the range read as zeros and leaves it allocated, with
+// only records Nanos writes itself: the blocks wholly inside lose their
+// extents (as a punch does), the partial blocks at the edges get zeros
+// written, and then the range's holes get uninitialised extents, as
+// fallocate mode 0 makes them. Without KEEP_SIZE the file grows to cover
+// the range.
+func (fs *FS) zeroRange(n *Node, keepSize uint32, off, length int64) error {
+	if err := fs.punch(n, off, length); err != nil {
+		return fmt.Errorf("zero range: punch [%d,+%d): %w", off, length, err)
+	}
+	if err := fs.allocate(n, keepSize, off, length); err != nil {
+		return fmt.Errorf("zero range: allocate [%d,+%d): %w", off, length, err)
+	}
+	fs.mu.Lock()
+	fs.touchLocked(n, true)
+	fs.mu.Unlock()
 	return nil
 }
 

@@ -155,9 +155,20 @@ func workload(t *testing.T, fs *FS) map[string][]byte {
 	clear(pw[1000:51000])
 	want["/falloc"] = fw
 	want["/punched"] = pw
-	if err := fs.Fallocate(pu, 0x10, 0, 10); !errors.Is(err, syscall.EOPNOTSUPP) {
-		t.Errorf("fallocate zero-range: %v, want EOPNOTSUPP", err)
+	for _, mode := range []uint32{0x08, 0x20} { // COLLAPSE_RANGE, INSERT_RANGE
+		if err := fs.Fallocate(pu, mode, 0, 4096); !errors.Is(err, syscall.EOPNOTSUPP) {
+			t.Errorf("fallocate mode %#x: %v, want EOPNOTSUPP", mode, err)
+		}
 	}
+	// Zero ranges: one inside (unaligned), one growing the file.
+	zr := mk(t)(fs.Create(root, "zeroed", true))
+	zw := pattern(4, 50000)
+	writeAll(t, fs, zr, zw, 0)
+	must(t, fs.Fallocate(zr, FallocZeroRange, 700, 30000))
+	clear(zw[700:30700])
+	must(t, fs.Fallocate(zr, FallocZeroRange, 49000, 5000))
+	clear(zw[49000:])
+	want["/zeroed"] = append(zw, make([]byte, 4000)...)
 
 	// Symlinks, sockets, hard links, xattrs, times.
 	mk(t)(fs.Symlink(root, "ln", "d1/d2/big"))

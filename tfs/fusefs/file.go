@@ -122,12 +122,14 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 
 var _ = (fs.NodeAllocater)((*node)(nil))
 
-// Allocate serves the fallocate modes TFS has: 0, KEEP_SIZE and
-// PUNCH_HOLE|KEEP_SIZE. Others (ZERO_RANGE, COLLAPSE, INSERT, ...) are
-// EOPNOTSUPP, which tools take as "not supported here".
+// Allocate serves the fallocate modes TFS has: 0, KEEP_SIZE,
+// PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE (with or without KEEP_SIZE). Others
+// (COLLAPSE, INSERT, UNSHARE, ...) are EOPNOTSUPP, which tools take as
+// "not supported here".
 func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
 	switch mode {
-	case 0, tfs.FallocKeepSize, tfs.FallocPunchHole | tfs.FallocKeepSize:
+	case 0, tfs.FallocKeepSize, tfs.FallocPunchHole | tfs.FallocKeepSize,
+		tfs.FallocZeroRange, tfs.FallocZeroRange | tfs.FallocKeepSize:
 	default:
 		return syscall.EOPNOTSUPP
 	}

@@ -170,8 +170,10 @@ func TestFallocateAndSeekHoles(t *testing.T) {
 	if st := stat(t, v.path("f")); st.Size != 1<<20 {
 		t.Errorf("KEEP_SIZE changed size to %d", st.Size)
 	}
-	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, 0, 4096); !errors.Is(err, syscall.EOPNOTSUPP) {
-		t.Errorf("ZERO_RANGE: %v, want EOPNOTSUPP", err)
+	for _, mode := range []uint32{unix.FALLOC_FL_COLLAPSE_RANGE, unix.FALLOC_FL_INSERT_RANGE} {
+		if err := unix.Fallocate(fd, mode, 0, 4096); !errors.Is(err, syscall.EOPNOTSUPP) {
+			t.Errorf("fallocate mode %#x: %v, want EOPNOTSUPP", mode, err)
+		}
 	}
 	data := bytes.Repeat([]byte{7}, 1<<20)
 	if _, err := f.WriteAt(data, 0); err != nil {
@@ -198,6 +200,50 @@ func TestFallocateAndSeekHoles(t *testing.T) {
 	}
 	if _, err := unix.Seek(fd, 2<<20, unix.SEEK_DATA); !errors.Is(err, syscall.ENXIO) {
 		t.Errorf("SEEK_DATA past EOF: %v, want ENXIO", err)
+	}
+}
+
+// ZERO_RANGE through the kernel: zeros inside, data outside intact, the
+// size grows without KEEP_SIZE only, and the content survives a remount.
+func TestFallocateZeroRange(t *testing.T) {
+	v := newTestVolume(t, Config{})
+	data := bytes.Repeat([]byte("0123456789abcdef"), 8192) // 128 KiB
+	if err := os.WriteFile(v.path("z"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(v.path("z"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := int(f.Fd())
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, 1000, 50000); err != nil {
+		t.Fatalf("ZERO_RANGE: %v", err)
+	}
+	clear(data[1000:51000])
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, 120000, 100000); err != nil {
+		t.Fatalf("ZERO_RANGE|KEEP_SIZE: %v", err)
+	}
+	clear(data[120000:])
+	if st := stat(t, v.path("z")); st.Size != int64(len(data)) {
+		t.Errorf("KEEP_SIZE changed the size to %d", st.Size)
+	}
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, 130000, 10000); err != nil {
+		t.Fatalf("ZERO_RANGE past the end: %v", err)
+	}
+	data = append(data, make([]byte, 140000-len(data))...)
+	if st := stat(t, v.path("z")); st.Size != 140000 || st.Blocks*512 < 140000 {
+		t.Errorf("after ZERO_RANGE past the end: size %d blocks %d, want 140000 allocated", st.Size, st.Blocks)
+	}
+	f.Close()
+	for _, when := range []string{"mounted", "after remount"} {
+		got, err := os.ReadFile(v.path("z"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Errorf("%s: content differs from the expected zeroed ranges", when)
+		}
+		v.remount(Config{})
 	}
 }
 
