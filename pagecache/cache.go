@@ -89,8 +89,8 @@ type Cache struct {
 
 	volMu sync.Mutex
 	// Guarded by volMu.
-	nodes      map[*Node]struct{}
-	dirtyNodes map[*Node]time.Time // nodes with dirty pages, and since when
+	nodes map[*Node]struct{}
+	dirty dirtyList // nodes with dirty pages, oldest first
 
 	stopTimer chan struct{}
 	timerDone chan struct{}
@@ -139,19 +139,19 @@ func New(cfg Config) (*Cache, error) {
 		delay = defaultDelay
 	}
 	c := &Cache{
-		dev:        cfg.Device,
-		q:          cfg.Queue,
-		pool:       cfg.Pool,
-		budget:     budget / PageSize,
-		delay:      delay,
-		log:        rateLog{logf: cfg.Logf},
-		nodes:      map[*Node]struct{}{},
-		dirtyNodes: map[*Node]time.Time{},
-		stopTimer:  make(chan struct{}),
-		timerDone:  make(chan struct{}),
+		dev:       cfg.Device,
+		q:         cfg.Queue,
+		pool:      cfg.Pool,
+		budget:    budget / PageSize,
+		delay:     delay,
+		log:       rateLog{logf: cfg.Logf},
+		nodes:     map[*Node]struct{}{},
+		stopTimer: make(chan struct{}),
+		timerDone: make(chan struct{}),
 	}
 	c.st.c = c
 	c.lru.init()
+	c.dirty.init()
 	if delay > 0 {
 		go c.timer()
 	} else {
@@ -261,12 +261,7 @@ func (c *Cache) timer() {
 // stay sticky on their nodes (and are logged) until the next Sync.
 func (c *Cache) writebackOlderThan(t time.Time) {
 	c.lockVolume()
-	var due []*Node
-	for n, since := range c.dirtyNodes {
-		if !since.After(t) {
-			due = append(due, n)
-		}
-	}
+	due := c.dirty.dirtySinceBefore(t)
 	c.unlockVolume()
 	for _, n := range due {
 		n.writeback()
@@ -276,8 +271,8 @@ func (c *Cache) writebackOlderThan(t time.Time) {
 // markDirty records that n has dirty pages. Caller holds n's lock.
 func (c *Cache) markDirty(n *Node) {
 	c.lockVolume()
-	if _, ok := c.dirtyNodes[n]; !ok && !n.dropped {
-		c.dirtyNodes[n] = time.Now()
+	if !n.onDirty && !n.dropped {
+		c.dirty.pushBack(n, time.Now())
 	}
 	c.unlockVolume()
 }
@@ -285,7 +280,7 @@ func (c *Cache) markDirty(n *Node) {
 // markClean records that n has no dirty pages. Caller holds n's lock.
 func (c *Cache) markClean(n *Node) {
 	c.lockVolume()
-	delete(c.dirtyNodes, n)
+	c.dirty.remove(n)
 	c.unlockVolume()
 }
 

@@ -166,25 +166,5 @@ func (c *Cache) evict(want int) int {
 func (c *Cache) oldestDirty(k int) []*Node {
 	c.lockVolume()
 	defer c.unlockVolume()
-	type cand struct {
-		n     *Node
-		since time.Time
-	}
-	var best []cand
-	for n, since := range c.dirtyNodes {
-		best = append(best, cand{n, since})
-	}
-	// Partial selection sort: k is tiny.
-	var out []*Node
-	for len(out) < k && len(best) > 0 {
-		i0 := 0
-		for i := range best {
-			if best[i].since.Before(best[i0].since) {
-				i0 = i
-			}
-		}
-		out = append(out, best[i0].n)
-		best = append(best[:i0], best[i0+1:]...)
-	}
-	return out
+	return c.dirty.oldest(k)
 }

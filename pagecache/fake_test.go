@@ -404,6 +404,54 @@ func (r *rig) checkInvariants(t testing.TB) {
 	if got := int64(r.pool.InUse()); got != cached {
 		t.Errorf("pool has %d pages in use, cache holds %d", got, cached)
 	}
+	checkDirtyList(t, c, nodes)
+}
+
+// checkDirtyList checks the volume's dirty-node list: one ring through
+// the sentinel, ordered by dirtySince, holding exactly the nodes that are
+// marked onDirty, and (at rest) exactly the nodes with dirty pages.
+func checkDirtyList(t testing.TB, c *Cache, nodes []*Node) {
+	t.Helper()
+	// At rest nobody else holds these: taking every node lock at once
+	// bypasses the rank checker, which allows one node lock at a time.
+	for _, n := range nodes {
+		n.mu.Lock()
+	}
+	defer func() {
+		for _, n := range nodes {
+			n.mu.Unlock()
+		}
+	}()
+	c.lockVolume()
+	defer c.unlockVolume()
+	l := &c.dirty
+	seen := map[*Node]bool{}
+	var prev *Node
+	for n := l.head.dirtyNext; n != &l.head; n = n.dirtyNext {
+		if seen[n] || len(seen) > l.n {
+			t.Errorf("dirty list loops or is longer than its count %d", l.n)
+			return
+		}
+		seen[n] = true
+		if !n.onDirty {
+			t.Errorf("node on the dirty list is not marked onDirty")
+		}
+		if n.dirtyNext.dirtyPrev != n {
+			t.Errorf("dirty list links are not symmetric")
+		}
+		if prev != nil && n.dirtySince.Before(prev.dirtySince) {
+			t.Errorf("dirty list out of order: %v after %v", n.dirtySince, prev.dirtySince)
+		}
+		prev = n
+	}
+	if len(seen) != l.n {
+		t.Errorf("dirty list holds %d nodes, counts %d", len(seen), l.n)
+	}
+	for _, n := range nodes {
+		if (len(n.dirty) > 0) != seen[n] || n.onDirty != seen[n] {
+			t.Errorf("node with %d dirty pages: on list %v, onDirty %v", len(n.dirty), seen[n], n.onDirty)
+		}
+	}
 }
 
 var errInjected = errors.New("injected fault")

@@ -45,6 +45,9 @@ type Node struct {
 
 	// Guarded by the cache's state lock.
 	inflight int
+
+	// Guarded by the cache's volMu.
+	dirtyLinks
 }
 
 // NewNode returns the cache of one file whose bytes b locates.
@@ -233,6 +236,6 @@ func (n *Node) Drop() {
 	n.unlock()
 	n.c.lockVolume()
 	delete(n.c.nodes, n)
-	delete(n.c.dirtyNodes, n)
+	n.c.dirty.remove(n)
 	n.c.unlockVolume()
 }
