@@ -87,6 +87,9 @@ type Options struct {
 	// WritebackDelay is how long dirty data and metadata may wait before
 	// being written (0: a default of a few seconds).
 	WritebackDelay time.Duration
+	// Logf receives errors found in the background (failed write-backs
+	// and reads of the data cache), rate-limited. nil: not logged.
+	Logf func(format string, args ...any)
 }
 
 // MkfsOptions configure Mkfs.
@@ -144,6 +147,7 @@ type MkfsOptions struct {
 // Also available (added with the implementation):
 //
 //	func (fs *FS) LogBlocks() uint64        // blocks held by the log chain (to show what Compact saves)
+//	func (fs *FS) CacheStats() pagecache.Stats // the data cache's counters
 //	type FsckReport                         // Problems []FsckProblem{Where, What}, counts, Clean(), String()
 //
 // Fsync(n) writes n's data, then the log (with every staged record), then

@@ -202,6 +202,7 @@ func serve(a mountArgs, ready *os.File) int {
 		CacheSize: cacheSize,
 		Pool:      st.pool,
 		Queue:     st.q,
+		Logf:      logf,
 	})
 	if err != nil {
 		dev.Close()

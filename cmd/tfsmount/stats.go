@@ -5,15 +5,8 @@ import (
 	"io"
 
 	"github.com/tfsmount/tfsmount/blockdev"
-	"github.com/tfsmount/tfsmount/pagecache"
 	"github.com/tfsmount/tfsmount/tfs/fusefs"
 )
-
-// cacheStatser is what tfs.FS offers when its data goes through the
-// pagecache: the cache's hit, miss, fill and write-back counters.
-type cacheStatser interface {
-	CacheStats() pagecache.Stats
-}
 
 // writeStats logs what the layers of a mount can tell about themselves.
 func writeStats(w io.Writer, st *mountState) {
@@ -27,12 +20,10 @@ func writeStats(w io.Writer, st *mountState) {
 	if st.root != nil {
 		fmt.Fprintf(w, "stats: FUSE requests failed with unexpected errors (EIO): %d\n", fusefs.Errors(st.root))
 	}
-	if cs, ok := any(st.fsys).(cacheStatser); ok {
-		c := cs.CacheStats()
+	if st.fsys != nil {
+		c := st.fsys.CacheStats()
 		fmt.Fprintf(w, "stats: page cache: %d hits, %d misses, %d fills (%d pages, %d read ahead), %d RMW fills, %d write-backs (%d pages), %d evictions, %d read errors, %d write errors, %d out-of-memory; %d pages cached, %d dirty\n",
 			c.Hits, c.Misses, c.Fills, c.FillPages, c.ReadAheadPages, c.RMWFills, c.Writebacks, c.WritebackPages,
 			c.Evictions, c.ReadErrors, c.WriteErrors, c.NoMemory, c.CachedPages, c.DirtyPages)
-	} else {
-		fmt.Fprintf(w, "stats: page cache: no counters from this tfs build\n")
 	}
 }
