@@ -4,6 +4,7 @@ const usageText = `Usage:
   tfsmount [-f] [-o OPTIONS] IMAGE|DEVICE MOUNTPOINT
   tfsmount mkfs [--label L] [--size N] [--from DIR] IMAGE
   tfsmount fsck [--partition P] IMAGE
+  tfsmount compact [--partition P] IMAGE
   tfsmount ls [-l] [-R] IMAGE [PATH]
   tfsmount cat IMAGE PATH
   tfsmount get IMAGE PATH DEST
@@ -20,13 +21,14 @@ for a command.
 `
 
 var commandHelp = map[string]string{
-	"mount": mountHelp,
-	"mkfs":  mkfsHelp,
-	"fsck":  fsckHelp,
-	"ls":    lsHelp,
-	"cat":   catHelp,
-	"get":   getHelp,
-	"put":   putHelp,
+	"mount":   mountHelp,
+	"mkfs":    mkfsHelp,
+	"fsck":    fsckHelp,
+	"compact": compactHelp,
+	"ls":      lsHelp,
+	"cat":     catHelp,
+	"get":     getHelp,
+	"put":     putHelp,
 }
 
 const mountHelp = `Usage: tfsmount [-f] [-o OPTIONS] IMAGE|DEVICE MOUNTPOINT

@@ -1,6 +1,6 @@
 // Command tfsmount mounts TFS volumes (the filesystem of the Nanos
 // unikernel) through FUSE, read-write and byte-compatible with Nanos, and
-// works on images offline: mkfs, fsck, ls, cat, get, put.
+// works on images offline: mkfs, fsck, compact, ls, cat, get, put.
 //
 // This package owns the command line: argument and -o parsing, the
 // mount(8) helper conventions, daemonizing, signals and exit codes. The
@@ -79,6 +79,8 @@ func run(args []string) int {
 		return runMkfs(args[2:])
 	case "fsck":
 		return runFsck(args[2:])
+	case "compact":
+		return runCompact(args[2:])
 	case "ls":
 		return runLs(args[2:])
 	case "cat":
