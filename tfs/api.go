@@ -139,7 +139,7 @@ type MkfsOptions struct {
 //	func (fs *FS) SetXattr(n *Node, name string, value []byte, flags int) error // XATTR_CREATE/REPLACE
 //	func (fs *FS) ListXattr(n *Node) ([]string, error)
 //	func (fs *FS) RemoveXattr(n *Node, name string) error
-//	func (fs *FS) Fsync(n *Node, dataOnly bool) error
+//	func (fs *FS) Fsync(n *Node, dataOnly bool) error // dataOnly (fdatasync): times stay in memory
 //	func (fs *FS) Compact() error          // rebuild the log now
 //	func Fsck(dev blockdev.Device, opts Options) (*FsckReport, error) // report lists every problem
 //	func (fs *FS) Resolve(path string) (*Node, error) // absolute guest path, no symlink following

@@ -1,9 +1,11 @@
 package tfs
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/pagecache"
 )
 
@@ -256,7 +258,13 @@ func (fs *FS) cutExtentsLocked(n *Node, keep uint64) error {
 	return nil
 }
 
-// Fsync writes n's data, then the log, then flushes the device.
+// Fsync writes n's data, then the log, then flushes the device. With
+// dataOnly (fdatasync) only what reading the data back needs is logged:
+// n's size if it changed, and whatever records are staged (n's new
+// extents are among them, staged when its write-back committed). Times,
+// of n and of other nodes, stay in memory for the next flush, so an
+// fdatasync after overwriting data in place costs the data writes and a
+// device flush, not a log write.
 func (fs *FS) Fsync(n *Node, dataOnly bool) error {
 	if fs.ro {
 		return nil
@@ -264,5 +272,36 @@ func (fs *FS) Fsync(n *Node, dataOnly bool) error {
 	if n.kind != KindFile {
 		return fs.flush(true) // fsync of a directory: like syncfs (§6.3)
 	}
-	return fs.flushLog(true, fs.fileData(n).Sync())
+	derr := fs.fileData(n).Sync()
+	if dataOnly {
+		return fs.flushFileLog(n, derr)
+	}
+	return fs.flushLog(true, derr)
+}
+
+// flushFileLog is flushLog for fdatasync of n: it stages n's size alone
+// (not the dirty sizes and times of every node), writes the log only if
+// something is staged, and always flushes the device.
+func (fs *FS) flushFileLog(n *Node, derr error) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.w == nil {
+		return derr
+	}
+	var serr error
+	if n.links > 0 && n.size != n.loggedSize {
+		if serr = fs.logEAV(n.t, "filelength", intOf(uint64(n.size)), false); serr == nil {
+			n.loggedSize = n.size
+		}
+	}
+	staged := !fs.w.idle()
+	werr := fs.w.write()
+	ferr := blockdev.Flush(fs.dev)
+	if err := errors.Join(derr, serr, werr, ferr); err != nil {
+		return err
+	}
+	if staged {
+		fs.discardFreedLocked()
+	}
+	return nil
 }

@@ -413,6 +413,45 @@ func TestFsyncDurable(t *testing.T) {
 	checkContent(t, crash, "/d/f", data)
 }
 
+// fdatasync logs a changed size and new extents, but after an overwrite
+// in place (only times changed) it writes no log record; fsync logs the
+// times. Both leave the data durable.
+func TestFdatasyncSkipsTimes(t *testing.T) {
+	dev := newVolume(t, 16<<20, "")
+	q := testQueue(t)
+	fs := mountMem(t, dev, Options{Queue: q, WritebackDelay: time.Hour})
+	defer fs.Close()
+	f := mk(t)(fs.Create(fs.Root(), "f", true))
+	data := pattern(12, 100000)
+	writeAll(t, fs, f, data, 0)
+	must(t, fs.Fsync(f, true)) // new extents and size: logged
+	crashCheck := func() {     // the image as a crash now would leave it
+		t.Helper()
+		crash := mountMem(t, blockdev.NewMemoryFrom(q, dev.Bytes(), true), Options{Queue: q, ReadOnly: true})
+		defer crash.Close()
+		checkContent(t, crash, "/f", data)
+	}
+	crashCheck()
+	logArea := func() []byte { return append([]byte(nil), dev.Bytes()[blockSize:(1+extBlocks)*blockSize]...) }
+
+	before := logArea()
+	copy(data[5000:], pattern(13, 20000))
+	time.Sleep(10 * time.Millisecond) // the mtime of the overwrite differs
+	writeAll(t, fs, f, data[5000:25000], 5000)
+	must(t, fs.Fsync(f, true))
+	if !bytes.Equal(before, logArea()) {
+		t.Error("fdatasync after an overwrite in place wrote to the log")
+	}
+	crashCheck()
+
+	writeAll(t, fs, f, data[:10], 0)
+	must(t, fs.Fsync(f, false))
+	if bytes.Equal(before, logArea()) {
+		t.Error("fsync after an overwrite did not log the new mtime")
+	}
+	crashCheck()
+}
+
 // Device errors reach the caller of Sync/Fsync; nothing panics and the
 // volume on the device stays mountable.
 func TestLogWriteErrorReported(t *testing.T) {
