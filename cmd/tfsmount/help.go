@@ -2,7 +2,7 @@ package main
 
 const usageText = `Usage:
   tfsmount [-f] [-o OPTIONS] IMAGE|DEVICE MOUNTPOINT
-  tfsmount mkfs [--label L] [--size N] [--from DIR] IMAGE
+  tfsmount mkfs [--label L] [--size N] [--from DIR] IMAGE [SIZE]
   tfsmount fsck [--partition P] IMAGE
   tfsmount compact [--partition P] IMAGE
   tfsmount ls [-l] [-R] IMAGE [PATH]
@@ -74,12 +74,13 @@ As a mount(8) helper:
   /srv/vm.img  /mnt/vm  fuse.tfsmount  defaults,allow_other,default_permissions  0 0
 `
 
-const mkfsHelp = `Usage: tfsmount mkfs [--label L] [--size N] [--from DIR] IMAGE
+const mkfsHelp = `Usage: tfsmount mkfs [--label L] [--size N] [--from DIR] IMAGE [SIZE]
 
 Writes an empty TFS volume over IMAGE (a file or a block device). A file is
 created if missing, with --size (default 64M), or grown to --size.
   --label L    volume label (at most 31 bytes)
-  --size N     image size in bytes, with K, M, G or T suffix
+  --size N     image size in bytes, with K, M, G or T suffix; SIZE after
+               IMAGE is the same ('tfsmount mkfs vm.img 1G')
   --from DIR   copy the tree under DIR into the new volume: files,
                directories, symlinks and modification times
 Exit status: 0 done, 1 bad usage, 2 failed.

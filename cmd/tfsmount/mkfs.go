@@ -23,14 +23,21 @@ func runMkfs(args []string) int {
 	if done {
 		return exitOK
 	}
-	if err == nil && len(ops) != 1 {
-		err = errors.New("want one IMAGE")
+	// The size may also follow IMAGE ('mkfs IMAGE 1G', as mkfs.ext4 and
+	// the xfstests setup write it).
+	if err == nil && len(ops) == 2 {
+		if *sizeArg != "" {
+			err = errors.New("size given both as --size and after IMAGE")
+		}
+		*sizeArg = ops[1]
+	} else if err == nil && len(ops) != 1 {
+		err = errors.New("want IMAGE [SIZE]")
 	}
 	var size int64
 	if err == nil && *sizeArg != "" {
 		size, err = parseSize(*sizeArg)
 		if err == nil && size < minImageSize {
-			err = fmt.Errorf("--size %s is too small (at least 2M)", *sizeArg)
+			err = fmt.Errorf("size %s is too small (at least 2M)", *sizeArg)
 		}
 	}
 	if err == nil && len(*label) > 31 {
