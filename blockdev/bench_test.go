@@ -164,3 +164,22 @@ func benchCachedRead(b *testing.B, backend string) {
 
 func BenchmarkCachedRead4KQD1Uring(b *testing.B) { benchCachedRead(b, "uring") }
 func BenchmarkCachedRead4KQD1Sync(b *testing.B)  { benchCachedRead(b, "sync") }
+
+// BenchmarkScatteredRead1MUring reads 1 MiB at QD1 into 256 page-heap
+// pages none of which is next to another (every other page of the pool),
+// as a pagecache fill over a fragmented cache sees them.
+func BenchmarkScatteredRead1MUring(b *testing.B) {
+	e := openBench(b, "uring", 4)
+	all := e.pages(b, 512)
+	var buf [][]byte
+	for i := 0; i < len(all); i += 2 {
+		buf = append(buf, all[i])
+	}
+	chunks := e.d.Size() >> 20
+	b.SetBytes(1 << 20)
+	var off int64
+	runQD(b, e.d, 1, func(_ int, r *Request) {
+		r.Op, r.Off, r.Bufs = OpRead, off<<20, buf
+		off = (off + 1) % chunks
+	})
+}

@@ -180,7 +180,7 @@ func (u *uringDev) submitTransfer(r *Request) {
 		}
 		s.op, s.off = r.Op, off
 		n := u.fixed.run(bufs)
-		if n > 0 {
+		if n > 0 && useFixed(bufs, n) {
 			s.fixed = u.fixed.index(bufs[0])
 		} else {
 			n = min(len(bufs), iovMax)
@@ -191,6 +191,21 @@ func (u *uringDev) submitTransfer(r *Request) {
 		bufs, off = bufs[n:], off+s.want
 		u.queue(s, len(bufs) == 0)
 	}
+}
+
+// minFixedRun is the shortest contiguous run of registered buffers sent
+// as its own READ_FIXED/WRITE_FIXED when more buffers follow it. Shorter
+// runs go out in one READV/WRITEV with their neighbours: a request over
+// scattered pages would otherwise cost one SQE (and one CQE, and one slot)
+// per page, which is far dearer than the kernel pinning the pages of one
+// vectored op.
+const minFixedRun = 128 << 10
+
+// useFixed reports whether the first n buffers of bufs, a contiguous run
+// in a registered slab, should go out as one fixed-buffer op: when they are
+// all that is left of the request, or long enough to be worth an op alone.
+func useFixed(bufs [][]byte, n int) bool {
+	return n == len(bufs) || lenOf(bufs[:n]) >= minFixedRun
 }
 
 // take waits for a free slot and gives it to r.

@@ -1,6 +1,7 @@
 package blockdev
 
 import (
+	"bytes"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -134,6 +135,68 @@ func TestFixedBuffersUsedForPoolPages(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		if got[i*4096] != byte(i+1) {
 			t.Fatalf("page %d reads back %d", i, got[i*4096])
+		}
+	}
+}
+
+// TestScatteredPoolPagesGoOutVectored checks how a request over page-heap
+// pages is cut: scattered pages go out as one READV, not one fixed op per
+// page; a long contiguous run stays a fixed op of its own; and the data
+// lands in the right buffers either way.
+func TestScatteredPoolPagesGoOutVectored(t *testing.T) {
+	q := bh.NewQueue(1)
+	defer q.Close()
+	pool := heap.NewPagePool(heap.PoolConfig{Budget: 8 << 20})
+	defer pool.Close()
+	path, data := imageOf(t, t.TempDir(), 4<<20)
+	d := openT(t, path, OpenOptions{IO: "uring", Queue: q, Pool: pool})
+	u := d.(*uringDev)
+	if u.fixed == nil {
+		t.Fatal("page heap not registered")
+	}
+	var all [][]byte
+	for i := 0; i < 128; i++ {
+		p, err := pool.Alloc()
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, p)
+	}
+	defer func() {
+		for _, p := range all {
+			pool.Free(p)
+		}
+	}()
+	// Every other page: 32 runs of one page each. Then the 64 pages that
+	// are contiguous (a 256 KiB run) followed by 4 scattered ones.
+	var scattered [][]byte
+	for i := 0; i < 64; i += 2 {
+		scattered = append(scattered, all[i])
+	}
+	if u.fixed.run(scattered) != 1 {
+		t.Fatalf("alternate pages counted as a run of %d", u.fixed.run(scattered))
+	}
+	long := append([][]byte{}, all[64:128]...)
+	if u.fixed.run(long) != 64 {
+		t.Fatalf("the pool did not hand out 64 adjacent pages (run %d)", u.fixed.run(long))
+	}
+	mixed := append(long, all[1], all[3], all[5], all[7])
+	for _, c := range []struct {
+		name  string
+		bufs  [][]byte
+		parts uint64
+	}{{"scattered", scattered, 1}, {"long run then scattered", mixed, 2}, {"one page", all[9:10], 1}} {
+		before := u.sqes.Load()
+		off := int64(12288)
+		n, err := wait(d, &Request{Op: OpRead, Off: off, Bufs: c.bufs})
+		if err != nil || n != int64(len(c.bufs))*4096 {
+			t.Fatalf("%s: n=%d err=%v", c.name, n, err)
+		}
+		if got := u.sqes.Load() - before; got != c.parts {
+			t.Fatalf("%s: %d pages went out as %d SQEs, want %d", c.name, len(c.bufs), got, c.parts)
+		}
+		if !bytes.Equal(bytes.Join(c.bufs, nil), data[off:off+n]) {
+			t.Fatalf("%s: wrong data", c.name)
 		}
 	}
 }
