@@ -300,6 +300,7 @@ want rss && rss
 {
 	echo "tfsmount benchmark $stamp on $(hostname) ($(nproc) cores, kernel $(uname -r)); work dir $WORK ($(df --output=source "$WORK" | tail -1))"
 	echo "fio: psync, seq total $SIZE split over the jobs, random ${RUNTIME}s; writes end with fsync; reads after remount + drop_caches"
+	echo "note: reads are buffered; a peer that lets the kernel cache its pages warms that cache during the random-read run"
 	python3 - "$RES" "$WORK/chart.dat" <<'PY'
 import sys, math
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
