@@ -373,3 +373,56 @@ func TestRemovedNodesNlinkZero(t *testing.T) {
 		t.Errorf("directory renamed into place: nlink %d, want 2", st.Nlink)
 	}
 }
+
+// A new file gets the flags of its creation mode ('cp' of an executable,
+// xfstests generic/452); opening an existing file with O_CREAT keeps its
+// flags.
+func TestCreateModeSetsFlags(t *testing.T) {
+	v := newTestVolume(t, Config{UID: 0, GID: 0, Umask: 0o022})
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	for _, c := range []struct {
+		name string
+		mode uint32
+		want uint32
+	}{
+		{"exe", 0o755, 0o755},
+		{"plain", 0o644, 0o644},
+		{"ro", 0o444, 0o444},
+		{"rox", 0o555, 0o555},
+	} {
+		fd, err := syscall.Open(v.path(c.name), syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY, c.mode)
+		if err != nil {
+			t.Fatalf("create %s: %v", c.name, err)
+		}
+		syscall.Close(fd)
+		if st := stat(t, v.path(c.name)); st.Mode&0o7777 != c.want {
+			t.Errorf("%s made with %o: mode %o, want %o", c.name, c.mode, st.Mode&0o7777, c.want)
+		}
+	}
+	if err := syscall.Mknod(v.path("mk"), syscall.S_IFREG|0o700, 0); err != nil {
+		t.Fatal(err)
+	}
+	if st := stat(t, v.path("mk")); st.Mode&0o7777 != 0o755 {
+		t.Errorf("mknod S_IFREG 700: mode %o, want 755", st.Mode&0o7777)
+	}
+	fd, err := syscall.Open(v.path("plain"), syscall.O_CREAT|syscall.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(fd)
+	if st := stat(t, v.path("plain")); st.Mode&0o7777 != 0o644 {
+		t.Errorf("O_CREAT of an existing file changed its mode to %o", st.Mode&0o7777)
+	}
+	cp := exec.Command("cp", "/bin/true", v.path("true"))
+	if out, err := cp.CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	v.remount(Config{UID: 0, GID: 0, Umask: 0o022})
+	if err := exec.Command(v.path("true")).Run(); err != nil {
+		t.Errorf("running a copied binary after remount: %v", err)
+	}
+	if st := stat(t, v.path("exe")); st.Mode&0o7777 != 0o755 {
+		t.Errorf("exe after remount: mode %o", st.Mode&0o7777)
+	}
+}

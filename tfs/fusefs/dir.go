@@ -115,6 +115,11 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if err != nil {
 		return nil, n.m.toErrno("mknod", err)
 	}
+	if tn != nil && mode&syscall.S_IFMT != syscall.S_IFSOCK {
+		if errno := n.m.setModeFlags(tn, mode); errno != 0 {
+			return nil, errno
+		}
+	}
 	return n.newChild(ctx, tn, out), 0
 }
 

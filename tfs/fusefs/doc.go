@@ -16,7 +16,8 @@
 //     minus write bits when it carries readonly; symlinks 0777; sockets
 //     0444&^umask.
 //   - chmod of a regular file stores what TFS can: any x bit sets the exec
-//     flag, no w bit sets readonly (tfs.FS.SetFlags). Otherwise chmod/chown
+//     flag, no w bit sets readonly (tfs.FS.SetFlags); create and mknod apply
+//     the same rule to the new file's mode. Otherwise chmod/chown
 //     succeed only when they leave what stat shows (EPERM otherwise) unless
 //     Config.IgnoreChmod; no mode bits or owners are persisted.
 //   - st_nlink: files and symlinks show the link count, directories

@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"errors"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -57,16 +58,27 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 
 var _ = (fs.NodeCreater)((*node)(nil))
 
-// Create makes (or with O_EXCL unset, may open) a regular file. The mode
-// is not stored; the file shows 0666&^umask.
+// Create makes (or with O_EXCL unset, may open) a regular file. A new
+// file gets the flags its mode asks for (modeFlags), so 'cp' of an
+// executable makes an executable; an existing file keeps its own.
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	m := n.m
 	if errno := checkName(name); errno != 0 {
 		return nil, nil, 0, errno
 	}
-	tn, err := m.fs.Create(n.tn, name, flags&syscall.O_EXCL != 0)
+	// Try to make it first, so a file this call did not make is known.
+	tn, err := m.fs.Create(n.tn, name, true)
+	made := err == nil
+	if errors.Is(err, syscall.EEXIST) && flags&syscall.O_EXCL == 0 {
+		tn, err = m.fs.Create(n.tn, name, false)
+	}
 	if err != nil {
 		return nil, nil, 0, m.toErrno("create", err)
+	}
+	if made {
+		if errno := m.setModeFlags(tn, mode); errno != 0 {
+			return nil, nil, 0, errno
+		}
 	}
 	if flags&syscall.O_TRUNC != 0 {
 		if a := m.fs.Getattr(tn); a.Size != 0 {

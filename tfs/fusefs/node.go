@@ -161,6 +161,17 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	return 0
 }
 
+// setModeFlags gives a regular file just made the flags its creation mode
+// (already reduced by the caller's umask) asks for: exec for any x bit,
+// readonly for no w bit. A plain 0644/0666 file logs nothing more.
+func (m *mount) setModeFlags(tn *tfs.Node, mode uint32) syscall.Errno {
+	exec, readonly := mode&0111 != 0, mode&0222 == 0
+	if !exec && !readonly {
+		return 0
+	}
+	return m.toErrno("set flags of a new file", m.fs.SetFlags(tn, &exec, &readonly))
+}
+
 var _ = (fs.NodeStatfser)((*node)(nil))
 
 // Statfs reports space in TFS's 512-byte blocks. TFS has no inode table,
