@@ -207,7 +207,7 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 			ino := md.fds[fd]
 			md.data[ino] = resize(md.data[ino], size)
 			md.note(ino, op, "ftruncate fd %d to %d", fd, size)
-		case k < 73: // fallocate: punch hole or keep-size preallocation
+		case k < 73: // fallocate: keep-size preallocation, punch hole, zero range
 			fd, ok := anyFd()
 			if !ok {
 				continue
@@ -215,16 +215,17 @@ func runModel(t *testing.T, m *mount, seed int64, nops int) *mount {
 			ino := md.fds[fd]
 			off := int64(r.Intn(modelMaxOff))
 			length := int64(1 + r.Intn(256<<10))
-			mode := uint32(unix.FALLOC_FL_KEEP_SIZE)
-			if r.Intn(2) == 0 {
-				mode |= unix.FALLOC_FL_PUNCH_HOLE
-			}
+			mode := []uint32{unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_KEEP_SIZE | unix.FALLOC_FL_PUNCH_HOLE,
+				unix.FALLOC_FL_ZERO_RANGE, unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE}[r.Intn(4)]
 			if err := unix.Fallocate(fd, mode, off, length); err != nil {
 				fail(op, "fallocate mode %#x %d+%d on %s: %v", mode, off, length, md.desc(fd), err)
 				continue
 			}
 			md.note(ino, op, "fallocate fd %d mode %#x %d+%d", fd, mode, off, length)
-			if mode&unix.FALLOC_FL_PUNCH_HOLE != 0 {
+			if mode&unix.FALLOC_FL_KEEP_SIZE == 0 && off+length > int64(len(md.data[ino])) {
+				md.data[ino] = resize(md.data[ino], off+length)
+			}
+			if mode&(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) != 0 {
 				d := md.data[ino]
 				for i := off; i < off+length && i < int64(len(d)); i++ {
 					d[i] = 0

@@ -255,10 +255,31 @@ func TestFallocate(t *testing.T) {
 		}
 		want = append(want, make([]byte, 4096)...)
 	}
+	// ZERO_RANGE zeroes exactly its bytes; without KEEP_SIZE it may extend
+	// the file, with KEEP_SIZE it never does.
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, 1000, 30000); err != nil {
+		t.Errorf("fallocate ZERO_RANGE: %v", err)
+	} else {
+		clear(want[1000:31000])
+	}
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, int64(len(want))-100, 5000); err != nil {
+		t.Errorf("fallocate ZERO_RANGE|KEEP_SIZE across EOF: %v", err)
+	} else {
+		clear(want[len(want)-100:])
+	}
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, int64(len(want))-10, 110); err != nil {
+		t.Errorf("fallocate ZERO_RANGE extending the file: %v", err)
+	} else {
+		want = append(want[:len(want)-10], make([]byte, 110)...)
+	}
+	unix.Fstat(fd, &st)
+	if st.Size != int64(len(want)) {
+		t.Errorf("size after ZERO_RANGE: %d, want %d", st.Size, len(want))
+	}
 	for _, mode := range []struct {
 		name string
 		m    uint32
-	}{{"ZERO_RANGE", unix.FALLOC_FL_ZERO_RANGE}, {"COLLAPSE_RANGE", unix.FALLOC_FL_COLLAPSE_RANGE},
+	}{{"COLLAPSE_RANGE", unix.FALLOC_FL_COLLAPSE_RANGE},
 		{"INSERT_RANGE", unix.FALLOC_FL_INSERT_RANGE}, {"UNSHARE_RANGE", unix.FALLOC_FL_UNSHARE_RANGE}} {
 		err := unix.Fallocate(fd, mode.m, 0, 4096)
 		wantErrno(t, "fallocate "+mode.name, err, unix.EOPNOTSUPP)
