@@ -94,6 +94,9 @@ type Cache struct {
 
 	stopTimer chan struct{}
 	timerDone chan struct{}
+	// kick nudges the timer goroutine to write back in the background
+	// (flusher.go); nil when the timer is off.
+	kick      chan struct{}
 	closeOnce sync.Once
 }
 
@@ -153,6 +156,7 @@ func New(cfg Config) (*Cache, error) {
 	c.lru.init()
 	c.dirty.init()
 	if delay > 0 {
+		c.kick = make(chan struct{}, 1)
 		go c.timer()
 	} else {
 		close(c.timerDone)
@@ -238,7 +242,8 @@ func (c *Cache) Close() error {
 	return err
 }
 
-// timer writes back nodes whose dirty data is older than the delay. It
+// timer writes back nodes whose dirty data is older than the delay, and
+// writes back in the background when too much of the cache is dirty. It
 // runs the write-back itself rather than posting it to the bhqueue,
 // because write-back waits for I/O and calls the Backing, which no bh
 // worker may do.
@@ -253,6 +258,8 @@ func (c *Cache) timer() {
 			return
 		case now := <-t.C:
 			c.writebackOlderThan(now.Add(-c.delay))
+		case <-c.kick:
+			c.writebackExcess()
 		}
 	}
 }

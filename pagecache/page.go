@@ -170,6 +170,7 @@ func (st *stateLocked) setState(p *page, to pageState) {
 		}
 	case stateDirty:
 		c.dirtyPages++
+		st.noteDirty()
 	case stateReading, stateWriting:
 		p.node.inflight++
 	}
