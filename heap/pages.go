@@ -38,19 +38,21 @@ type PoolConfig struct {
 // inUse <= budget; a page is in its slab's free list iff its bit in
 // slab.allocated is clear; a mapped slab with used == 0 counts in idle.
 type PagePool struct {
-	mu       sync.Mutex
-	budget   int // pages
-	keepIdle int
-	inUse    int
-	high     int
-	idle     int              // mapped slabs with no page in use
-	last     int              // slab of the last allocation (a hint)
-	slabs    []*slab          // by index; nil where no slab is mapped
-	byBase   map[uintptr]int  // slab base address -> index
-	watchers map[int]SlabFunc // by watch id
-	nextID   int
-	fail     failer
-	closed   bool
+	mu        sync.Mutex
+	budget    int // pages
+	keepIdle  int
+	inUse     int
+	high      int
+	idle      int              // mapped slabs with no page in use
+	last      int              // slab of the last allocation (a hint)
+	slabs     []*slab          // by index; nil where no slab is mapped
+	byBase    map[uintptr]int  // slab base address -> index
+	watchers  map[int]SlabFunc // by watch id
+	nextID    int
+	fail      failer
+	closed    bool
+	spare     [][]byte // mapped, populated slabs not yet in use (pages_spare.go)
+	preparing bool     // a goroutine is making a spare
 }
 
 type slab struct {
@@ -145,9 +147,12 @@ func (p *PagePool) slabWithRoom() (*slab, error) {
 }
 
 func (p *PagePool) mapSlab(i int) (*slab, error) {
-	mem, err := slabMap()
-	if err != nil {
-		return nil, fmt.Errorf("%w: map a %d-byte slab: %v", ErrNoMemory, SlabSize, err)
+	mem := p.takeSpare()
+	if mem == nil {
+		var err error
+		if mem, err = slabMap(); err != nil {
+			return nil, fmt.Errorf("%w: map a %d-byte slab: %v", ErrNoMemory, SlabSize, err)
+		}
 	}
 	s := &slab{mem: mem, free: make([]uint16, pagesPerSlab)}
 	for j := range s.free {
@@ -161,6 +166,7 @@ func (p *PagePool) mapSlab(i int) (*slab, error) {
 	for _, w := range p.watchers {
 		w(i, mem)
 	}
+	p.startSpare()
 	return s, nil
 }
 
@@ -246,6 +252,7 @@ func (p *PagePool) Trim() {
 			p.unmapSlab(i)
 		}
 	}
+	p.dropSpare()
 }
 
 // MaxSlabs is the most slabs the pool can ever map at once, which is the
@@ -308,6 +315,7 @@ func (p *PagePool) Close() error {
 		return nil
 	}
 	p.closed = true
+	p.dropSpare()
 	var leaks []string
 	for i, s := range p.slabs {
 		if s == nil {

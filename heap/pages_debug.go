@@ -19,6 +19,9 @@ func slabMap() ([]byte, error) {
 
 func slabUnmap([]byte) {}
 
+// slabPopulate has nothing to do: Go memory is zeroed when made.
+func slabPopulate([]byte) {}
+
 // slabOwner remembers where each allocated page was allocated, for the
 // leak report, and poisons freed pages so stale readers see garbage.
 type slabOwner struct {

@@ -29,6 +29,17 @@ func slabMap() ([]byte, error) {
 	return mem, nil
 }
 
+// slabPopulate faults every page of a fresh slab in (the kernel zeroes
+// them now, not at first use). Failure only means the pages fault in later.
+func slabPopulate(mem []byte) {
+	if unix.Madvise(mem, unix.MADV_POPULATE_WRITE) == nil {
+		return
+	}
+	for off := 0; off < len(mem); off += PageSize {
+		mem[off] = 0
+	}
+}
+
 func slabUnmap(mem []byte) {
 	if err := unix.MunmapPtr(unsafe.Pointer(&mem[0]), uintptr(len(mem))); err != nil {
 		panic("page heap: munmap slab: " + err.Error())
