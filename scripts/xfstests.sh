@@ -11,8 +11,11 @@
 # wants more than 1 GiB free), a new scratch image before every test (-M),
 # the test list, and where results go.
 #
-# The subtype is "tfs", not "tfsmount", so a run does not touch the
-# /sbin/mount.fuse.tfsmount helper that users (and tests/) install.
+# The subtype (default "tfsxfstests", XFSTESTS_SUBTYPE overrides) names the
+# /sbin/mount.fuse.SUBTYPE helper the runner installs and removes again; it
+# is neither "tfsmount" (the helper users and tests/ install) nor the "tfs"
+# of the runner's own example, so other runs on the machine are not
+# disturbed and do not disturb this one.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -47,7 +50,7 @@ if [ $# -gt 0 ]; then
 fi
 
 echo "xfstests.sh: tfsmount=$bin xfstests=$XFSTESTS_DIR results=$results"
-exec bash "$runner" -s tfs -x "$XFSTESTS_DIR" \
+exec bash "$runner" -s "${XFSTESTS_SUBTYPE:-tfsxfstests}" -x "$XFSTESTS_DIR" \
 	-c "exec '$bin' -f \"\$SRC\" \"\$MNT\" \${OPTS:+-o \"\$OPTS\"}" \
 	-m "rm -f {dev}; '$bin' mkfs --size 2G {dev}" -M \
 	-T "$test_img" -S "$scratch_img" \
