@@ -35,7 +35,20 @@ func wantsWrite(flags uint32) bool {
 
 var _ = (fs.NodeOpener)((*node)(nil))
 
-// Open refuses writing to files TFS marks readonly (as Nanos does) and
+// readOnlyDenies reports whether the caller may not write a file that TFS
+// marks readonly. The flag is shown as missing write bits, so it is enforced
+// the way a kernel filesystem enforces those: everyone but root (who has
+// CAP_DAC_OVERRIDE on the host) is refused. A caller we cannot identify is
+// refused, which is the safe side.
+func readOnlyDenies(ctx context.Context, a tfs.Attr) bool {
+	if !a.ReadOnly {
+		return false
+	}
+	caller, ok := fuse.FromContext(ctx)
+	return !ok || caller.Uid != 0
+}
+
+// Open refuses writing to files TFS marks readonly (see readOnlyDenies) and
 // applies O_TRUNC, which arrives here (CAP_ATOMIC_O_TRUNC). O_APPEND needs
 // nothing: the kernel sends writes at the end of the file.
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -44,7 +57,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if a.Kind == tfs.KindSocket {
 		return nil, 0, syscall.ENXIO
 	}
-	if wantsWrite(flags) && a.ReadOnly {
+	if wantsWrite(flags) && readOnlyDenies(ctx, a) {
 		return nil, 0, syscall.EACCES
 	}
 	if flags&syscall.O_TRUNC != 0 && wantsWrite(flags) && a.Size != 0 {
@@ -82,7 +95,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	if flags&syscall.O_TRUNC != 0 {
 		if a := m.fs.Getattr(tn); a.Size != 0 {
-			if a.ReadOnly {
+			if readOnlyDenies(ctx, a) {
 				return nil, nil, 0, syscall.EACCES
 			}
 			if err := m.fs.Truncate(tn, 0); err != nil {
