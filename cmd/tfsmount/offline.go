@@ -152,7 +152,9 @@ func runCat(args []string) int {
 	}
 	v.fs.Open(n)
 	defer v.fs.Release(n)
-	buf := make([]byte, copyBuf)
+	bp := getCopyBuf()
+	defer putCopyBuf(bp)
+	buf := *bp
 	var off int64
 	for {
 		k, err := v.fs.Read(n, buf, off)
