@@ -196,7 +196,7 @@ func serve(a mountArgs, ready *os.File) int {
 		return failMount("%s", describeOpenError(a.image, err))
 	}
 	st.dev = dev
-	st.fsys, err = tfs.Mount(dev, tfs.Options{
+	st.fsys, err = mountTFS(dev, tfs.Options{
 		ReadOnly:  o.ReadOnly,
 		Partition: o.Partition,
 		CacheSize: cacheSize,

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -114,13 +115,23 @@ func isLockConflict(err error) bool {
 	return strings.Contains(err.Error(), "already in use")
 }
 
+// mountTFS replays the volume's log with the garbage collector relaxed.
+// Replay builds one large object graph that stays live, so collections
+// during it free almost nothing: on a 100,000-file volume they were about a
+// fifth of the mount time, and relaxing them costs ~10% more peak memory.
+func mountTFS(dev blockdev.Device, opts tfs.Options) (*tfs.FS, error) {
+	old := debug.SetGCPercent(400)
+	defer debug.SetGCPercent(old)
+	return tfs.Mount(dev, opts)
+}
+
 // openVolume opens and mounts (without FUSE) the volume in image.
 func openVolume(image, partition string, readOnly bool) (*volume, error) {
 	v, err := openDevice(image, readOnly)
 	if err != nil {
 		return nil, err
 	}
-	v.fs, err = tfs.Mount(v.dev, tfs.Options{
+	v.fs, err = mountTFS(v.dev, tfs.Options{
 		ReadOnly: readOnly, Partition: partition,
 		CacheSize: offlineCacheSize, Pool: v.pool, Queue: v.q,
 	})
