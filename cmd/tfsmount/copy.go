@@ -188,6 +188,19 @@ func copyFileOut(fsys *tfs.FS, n *tfs.Node, dest string, mode os.FileMode, p *pr
 	if err != nil {
 		return err
 	}
+	if err := readFileTo(fsys, n, f, func(k int64) { p.add(0, k) }); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", dest, err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Chmod(dest, mode)
+}
+
+// readFileTo writes the content of file n to w, telling count (if not nil)
+// the size of each chunk written.
+func readFileTo(fsys *tfs.FS, n *tfs.Node, w io.Writer, count func(int64)) error {
 	fsys.Open(n)
 	defer fsys.Release(n)
 	bp := getCopyBuf()
@@ -197,25 +210,21 @@ func copyFileOut(fsys *tfs.FS, n *tfs.Node, dest string, mode os.FileMode, p *pr
 	for {
 		k, err := fsys.Read(n, buf, off)
 		if k > 0 {
-			if _, werr := f.Write(buf[:k]); werr != nil {
-				f.Close()
+			if _, werr := w.Write(buf[:k]); werr != nil {
 				return werr
 			}
 			off += int64(k)
-			p.add(0, int64(k))
+			if count != nil {
+				count(int64(k))
+			}
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
-			f.Close()
-			return fmt.Errorf("read %s at %d from the volume: %w", dest, off, err)
+			return fmt.Errorf("read at %d from the volume: %w", off, err)
 		}
 		if k < len(buf) {
-			break
+			return nil
 		}
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Chmod(dest, mode)
 }
 
 // setHostTimes sets atime and mtime of dest without following a symlink.

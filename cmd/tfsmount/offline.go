@@ -150,27 +150,10 @@ func runCat(args []string) int {
 	if k := v.fs.Getattr(n).Kind; k != tfs.KindFile {
 		return fail(exitSystem, "%s: %s is not a regular file", ops[0], p)
 	}
-	v.fs.Open(n)
-	defer v.fs.Release(n)
-	bp := getCopyBuf()
-	defer putCopyBuf(bp)
-	buf := *bp
-	var off int64
-	for {
-		k, err := v.fs.Read(n, buf, off)
-		if k > 0 {
-			if _, werr := os.Stdout.Write(buf[:k]); werr != nil {
-				return fail(exitSystem, "write: %v", werr)
-			}
-			off += int64(k)
-		}
-		if err != nil && !errors.Is(err, io.EOF) {
-			return fail(exitSystem, "%s: read %s at %d: %v", ops[0], p, off, err)
-		}
-		if k < len(buf) {
-			return exitOK
-		}
+	if err := readFileTo(v.fs, n, os.Stdout, nil); err != nil {
+		return fail(exitSystem, "%s: %s: %v", ops[0], p, err)
 	}
+	return exitOK
 }
 
 func runGet(args []string) int {
