@@ -78,19 +78,10 @@ func (fs *FS) Create(dir *Node, name string, excl bool) (*Node, error) {
 
 // Mkdir makes a directory.
 func (fs *FS) Mkdir(dir *Node, name string) (*Node, error) {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	c, old, err := fs.entryPrep(dir, name)
-	if err != nil {
-		return nil, err
-	}
-	if old != nil {
-		return nil, errnoErr(fmt.Sprintf("mkdir %q", name), errEEXIST)
-	}
-	t := newTuple()
-	nowTimes(t)
-	t.attrs["children"] = newTuple()
-	return fs.addEntry(dir, c, name, t, KindDir)
+	return fs.makeEntry(dir, name, "mkdir", KindDir, func(t *tuple) {
+		nowTimes(t)
+		t.attrs["children"] = newTuple()
+	})
 }
 
 // Symlink makes a symbolic link holding target verbatim.
@@ -101,23 +92,23 @@ func (fs *FS) Symlink(dir *Node, name, target string) (*Node, error) {
 	if target == "" {
 		return nil, errnoErr("empty symlink target", errENOENT)
 	}
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	c, old, err := fs.entryPrep(dir, name)
-	if err != nil {
-		return nil, err
-	}
-	if old != nil {
-		return nil, errnoErr(fmt.Sprintf("symlink %q", name), errEEXIST)
-	}
-	t := newTuple()
-	nowTimes(t)
-	t.attrs["linktarget"] = strOf(target)
-	return fs.addEntry(dir, c, name, t, KindSymlink)
+	return fs.makeEntry(dir, name, "symlink", KindSymlink, func(t *tuple) {
+		nowTimes(t)
+		t.attrs["linktarget"] = strOf(target)
+	})
 }
 
-// Mksock makes a (stale) UNIX socket entry, {socket: null} as Nanos' bind.
+// Mksock makes a (stale) UNIX socket entry, {socket: null} as Nanos' bind
+// does, without times.
 func (fs *FS) Mksock(dir *Node, name string) (*Node, error) {
+	return fs.makeEntry(dir, name, "mksock", KindSocket, func(t *tuple) {
+		t.attrs["socket"] = nullMarker
+	})
+}
+
+// makeEntry adds a new node of the given kind under name, with the
+// attributes fill sets; an existing entry of that name is EEXIST.
+func (fs *FS) makeEntry(dir *Node, name, op string, kind Kind, fill func(t *tuple)) (*Node, error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	c, old, err := fs.entryPrep(dir, name)
@@ -125,11 +116,11 @@ func (fs *FS) Mksock(dir *Node, name string) (*Node, error) {
 		return nil, err
 	}
 	if old != nil {
-		return nil, errnoErr(fmt.Sprintf("mksock %q", name), errEEXIST)
+		return nil, errnoErr(fmt.Sprintf("%s %q", op, name), errEEXIST)
 	}
 	t := newTuple()
-	t.attrs["socket"] = nullMarker
-	return fs.addEntry(dir, c, name, t, KindSocket)
+	fill(t)
+	return fs.addEntry(dir, c, name, t, kind)
 }
 
 // Link adds a hard link to n (not a directory).
