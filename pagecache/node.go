@@ -38,10 +38,10 @@ type Node struct {
 	size    int64 // file length: set by Truncate, raised by reads and writes
 	wbErr   error // sticky write-back error, reported by the next Sync
 	dropped bool
-	// Sequential read detection for read-ahead.
-	nextRead int64 // page index just after the last read
-	raPages  int   // current read-ahead window in pages
-	raEnd    int64 // page index read-ahead has been issued up to
+	// Sequential read detection for read-ahead, one entry per reader
+	// streaming through the file (readahead.go).
+	streams [raStreams]raStream
+	raClock uint64 // ticks once per read, to find the least recently used stream
 
 	// Guarded by the cache's state lock.
 	inflight int

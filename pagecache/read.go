@@ -178,7 +178,7 @@ func (n *Node) pinForRead(first, last, size int64, pins []*page) readPlan {
 }
 
 // readAheadLocked grows the window of a sequential reader and claims the
-// missing pages ahead of it. n.raEnd marks how far read-ahead has already
+// missing pages ahead of it. The stream's raEnd marks how far read-ahead has already
 // been issued; a new window starts only when the reader is within half a
 // window of that mark, so a reader of cached data pays nothing here and
 // one of cold data keeps the device busy ahead of it. Read-ahead may
@@ -187,24 +187,24 @@ func (n *Node) pinForRead(first, last, size int64, pins []*page) readPlan {
 // lock.
 func (n *Node) readAheadLocked(first, last, size int64) [][]*page {
 	c := n.c
-	sequential := first == n.nextRead || first+1 == n.nextRead
-	n.nextRead = last + 1
+	rs, sequential := n.streamFor(first)
+	rs.nextRead = last + 1
 	if !sequential {
-		n.raPages = 0
-		n.raEnd = 0
+		rs.raPages = 0
+		rs.raEnd = 0
 		return nil
 	}
 	// The first window is at least the read itself: a reader asking for
 	// 1 MiB at a time wants the next MiB on its way while it copies.
-	n.raPages = min(max(2*n.raPages, minReadAhead, int(last-first+1)), maxReadAhead, int(c.budget/4))
-	if n.raEnd > last+1+int64(n.raPages)/2 {
+	rs.raPages = min(max(2*rs.raPages, minReadAhead, int(last-first+1)), maxReadAhead, int(c.budget/4))
+	if rs.raEnd > last+1+int64(rs.raPages)/2 {
 		return nil
 	}
 	endPage := (size + PageSize - 1) / PageSize
-	limit := min(last+1+int64(n.raPages), endPage)
+	limit := min(last+1+int64(rs.raPages), endPage)
 	var runs [][]*page
 	var cur []*page
-	idx := max(last+1, n.raEnd)
+	idx := max(last+1, rs.raEnd)
 	for idx < limit {
 		if n.pages[idx] != nil {
 			if len(cur) > 0 {
@@ -232,7 +232,7 @@ func (n *Node) readAheadLocked(first, last, size int64) [][]*page {
 		c.stats.readAhead.Add(int64(k))
 		idx += int64(k)
 	}
-	n.raEnd = idx
+	rs.raEnd = idx
 	if len(cur) > 0 {
 		runs = append(runs, cur)
 	}
