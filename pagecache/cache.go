@@ -276,12 +276,23 @@ func (c *Cache) writebackOlderThan(t time.Time) {
 }
 
 // markDirty records that n has dirty pages. Caller holds n's lock.
+//
+// A node is listed only after its pages turned dirty, and each of those
+// pages may already have nudged the flusher (noteDirty). A flusher that ran
+// in between found no dirty node to write back, and later nudges were
+// dropped as already pending, so nudge again once the node is listed.
 func (c *Cache) markDirty(n *Node) {
 	c.lockVolume()
-	if !n.onDirty && !n.dropped {
+	listed := !n.onDirty && !n.dropped
+	if listed {
 		c.dirty.pushBack(n, time.Now())
 	}
 	c.unlockVolume()
+	if listed {
+		st := c.lockState()
+		st.noteDirty()
+		st.unlock()
+	}
 }
 
 // markClean records that n has no dirty pages. Caller holds n's lock.
