@@ -370,10 +370,14 @@ func TestDuplicateNamesRebuilt(t *testing.T) {
 	}
 }
 
-// Extents written by this package follow Nanos' cap of 65536 blocks.
+// Extents written by this package follow Nanos' cap of 65536 blocks, and a
+// file written in order gets the fewest extents the cap allows. Background
+// write-back is off here: it commits batches in an order that depends on
+// timing and can leave more (still capped) extents, which is a layout
+// matter this test does not pin down.
 func TestExtentCap(t *testing.T) {
 	dev := newVolume(t, 96<<20, "")
-	fs := mountMem(t, dev, Options{})
+	fs := mountMem(t, dev, Options{WritebackDelay: -1})
 	f := mk(t)(fs.Create(fs.Root(), "big", true))
 	data := pattern(7, 70<<20)
 	for off := 0; off < len(data); off += 1 << 20 {
@@ -391,6 +395,9 @@ func TestExtentCap(t *testing.T) {
 		total += e.length
 	}
 	if len(n.exts) != 3 || total != 70<<20/blockSize {
+		for _, e := range n.exts {
+			t.Logf("extent file block %d: dblock %d length %d", e.fblock, e.dblock, e.length)
+		}
 		t.Errorf("%d extents covering %d blocks, want 3 covering %d", len(n.exts), total, 70<<20/blockSize)
 	}
 	checkContent(t, fs, "/big", data)
