@@ -10,7 +10,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tfsmount/tfsmount/bh"
@@ -108,11 +107,7 @@ func unescapeMountinfo(s string) string {
 
 // isLockConflict reports whether err says another process holds the image.
 func isLockConflict(err error) bool {
-	if errors.Is(err, syscall.EWOULDBLOCK) {
-		return true
-	}
-	// blockdev's lock error carries no errno (yet); recognise its text.
-	return strings.Contains(err.Error(), "already in use")
+	return errors.Is(err, blockdev.ErrLocked)
 }
 
 // mountTFS replays the volume's log with the garbage collector relaxed.
