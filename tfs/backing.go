@@ -61,6 +61,28 @@ func (b backing) Map(off, n int64) ([]pagecache.Segment, error) {
 	return segs, nil
 }
 
+// forEachGap calls fn for each run of file blocks in [b0, b1) that no
+// extent covers, in order, and stops at the first error. fn may add
+// extents inside the gap it is given.
+func (n *Node) forEachGap(b0, b1 uint64, fn func(g0, g1 uint64) error) error {
+	for pos := b0; pos < b1; {
+		next := b1
+		if i := n.find(pos); i < len(n.exts) {
+			e := n.exts[i]
+			if e.fblock <= pos {
+				pos = min(b1, e.end())
+				continue
+			}
+			next = min(b1, e.fblock)
+		}
+		if err := fn(pos, next); err != nil {
+			return err
+		}
+		pos = next
+	}
+	return nil
+}
+
 // Reserve sets aside blocks for the unallocated part of [off, off+n).
 func (b backing) Reserve(off, n int64) error {
 	fs := b.fs
@@ -72,24 +94,13 @@ func (b backing) Reserve(off, n int64) error {
 	b0, b1 := blockRange(off, n)
 	var need []([2]uint64)
 	var count uint64
-	for pos := b0; pos < b1; {
-		i := b.n.find(pos)
-		next := b1
-		if i < len(b.n.exts) {
-			e := b.n.exts[i]
-			if e.fblock <= pos {
-				pos = min(b1, e.end())
-				continue
-			}
-			next = min(b1, e.fblock)
-		}
-		c := b.n.resv.uncovered(pos, next)
-		if c > 0 {
-			need = append(need, [2]uint64{pos, next})
+	b.n.forEachGap(b0, b1, func(g0, g1 uint64) error {
+		if c := b.n.resv.uncovered(g0, g1); c > 0 {
+			need = append(need, [2]uint64{g0, g1})
 			count += c
 		}
-		pos = next
-	}
+		return nil
+	})
 	if count == 0 {
 		return nil
 	}
@@ -110,21 +121,10 @@ func (b backing) PrepareWrite(off, n int64) ([]pagecache.Segment, error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	b0, b1 := blockRange(off, n)
-	for pos := b0; pos < b1; {
-		i := b.n.find(pos)
-		next := b1
-		if i < len(b.n.exts) {
-			e := b.n.exts[i]
-			if e.fblock <= pos {
-				pos = min(b1, e.end())
-				continue
-			}
-			next = min(b1, e.fblock)
-		}
-		if err := fs.allocGap(b.n, pos, next, false); err != nil {
-			return nil, err
-		}
-		pos = next
+	if err := b.n.forEachGap(b0, b1, func(g0, g1 uint64) error {
+		return fs.allocGap(b.n, g0, g1, false)
+	}); err != nil {
+		return nil, err
 	}
 	var segs []pagecache.Segment
 	end := off + n
