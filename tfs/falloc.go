@@ -51,21 +51,10 @@ func (fs *FS) allocate(n *Node, mode uint32, off, length int64) error {
 		return err
 	}
 	b0, b1 := blockRange(off, length)
-	for pos := b0; pos < b1; {
-		i := n.find(pos)
-		next := b1
-		if i < len(n.exts) {
-			e := n.exts[i]
-			if e.fblock <= pos {
-				pos = min(b1, e.end())
-				continue
-			}
-			next = min(b1, e.fblock)
-		}
-		if err := fs.allocGap(n, pos, next, true); err != nil {
-			return err
-		}
-		pos = next
+	if err := n.forEachGap(b0, b1, func(g0, g1 uint64) error {
+		return fs.allocGap(n, g0, g1, true)
+	}); err != nil {
+		return err
 	}
 	if mode&FallocKeepSize == 0 && off+length > n.size {
 		n.size = off + length
