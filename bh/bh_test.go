@@ -213,3 +213,112 @@ func containsSub(list []string, sub string) bool {
 	}
 	return false
 }
+
+// TestPostIRQFromLockedThreads posts from goroutines locked to their
+// threads, as irq.Line handlers are, in bursts with pauses between them so
+// that the relay parks and is rung again many times: every item runs once,
+// none is lost between a skipped ring and the relay parking.
+func TestPostIRQFromLockedThreads(t *testing.T) {
+	q := NewQueue(2)
+	c := &counter{}
+	const posters, bursts, per = 3, 200, 7
+	var wg sync.WaitGroup
+	for p := 0; p < posters; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for b := 0; b < bursts; b++ {
+				for i := 0; i < per; i++ {
+					if !q.PostIRQ(c) {
+						t.Error("PostIRQ refused on an open queue")
+						return
+					}
+				}
+				if b%3 == 0 {
+					time.Sleep(50 * time.Microsecond)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, "every PostIRQ item to run", func() bool { return c.n.Load() == posters*bursts*per })
+	q.Close()
+	if q.PostIRQ(c) {
+		t.Fatal("PostIRQ after Close reported success")
+	}
+}
+
+// TestPostIRQKeepsOrderWithOneWorker mixes Post and PostIRQ from one
+// goroutine: with one worker, items still run in posting order.
+func TestPostIRQKeepsOrderWithOneWorker(t *testing.T) {
+	q := NewQueue(1)
+	var got []int
+	for i := 0; i < 1000; i++ {
+		f := Func(func() { got = append(got, i) })
+		if i%2 == 0 {
+			q.PostIRQ(f)
+		} else {
+			q.Post(f)
+		}
+	}
+	q.Close()
+	if len(got) != 1000 {
+		t.Fatalf("%d items ran, want 1000", len(got))
+	}
+	for i, v := range got {
+		if v != i {
+			t.Fatalf("item %d ran as %d", i, v)
+		}
+	}
+}
+
+func TestPostIRQAllocatesNothing(t *testing.T) {
+	q := NewQueue(1)
+	defer q.Close()
+	c := &counter{}
+	allocs := testing.AllocsPerRun(10000, func() {
+		q.PostIRQ(c)
+		for q.Len() > 128 { // stay inside the preallocated ring
+			runtime.Gosched()
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("PostIRQ allocates %.2f per call, want 0", allocs)
+	}
+}
+
+// TestNudgeIRQRunsWhatTheRelayDidNotAnswer stands for a relay that cannot
+// run (every P busy, so the netpoller is not polled): PostIRQ items wait,
+// IRQWaiting says so, and NudgeIRQ gets them run through the scheduler.
+func TestNudgeIRQRunsWhatTheRelayDidNotAnswer(t *testing.T) {
+	q := newQueue(1, false)
+	if q.bell == nil {
+		t.Skip("no eventfd: PostIRQ is Post")
+	}
+	c := &counter{}
+	// The worker must be parked on its condition variable first, or it
+	// finds the item itself on its way there.
+	for try := 0; ; try++ {
+		time.Sleep(20 * time.Millisecond)
+		q.PostIRQ(c)
+		time.Sleep(20 * time.Millisecond)
+		if c.n.Load() == 0 {
+			break
+		}
+		if try == 10 {
+			t.Fatal("PostIRQ items run with nobody answering the doorbell")
+		}
+		c.n.Store(0)
+	}
+	if !q.IRQWaiting() {
+		t.Fatal("IRQWaiting = false with an unanswered PostIRQ item")
+	}
+	q.NudgeIRQ()
+	waitFor(t, "the nudged item to run", func() bool { return c.n.Load() == 1 })
+	if q.IRQWaiting() {
+		t.Fatal("IRQWaiting = true with the queue empty")
+	}
+	q.Close()
+}
