@@ -97,7 +97,7 @@ func TestUringShortTransferResubmits(t *testing.T) {
 	// Pretend the kernel read 1500 bytes: copy them as it would have.
 	copy(got[:1500], data[100:1600])
 	s.armed.Store(1)
-	u.dropPart(r)
+	u.dropPart(r, false)
 	u.onCQE(uint64(s.idx), 1500)
 	if err := <-done; err != nil || n != 3000 {
 		t.Fatalf("n=%d err=%v", n, err)

@@ -50,7 +50,21 @@ type uringDev struct {
 
 	life   sync.RWMutex // Submit holds it shared; Close exclusively
 	closed bool
+
+	// The reaper's timed wait while PostIRQ items wait for the bh relay
+	// (Wait): preallocated arguments, used only when the kernel has
+	// IORING_FEAT_EXT_ARG (5.11); older kernels always block untimed.
+	waitArg geteventsArg
+	waitTs  unix.Timespec
+	timedOK bool
+	nudges  atomic.Uint64 // timed waits that ended in NudgeIRQ, for tests
 }
+
+// relayPatience is how long the reaper lets completions it posted wait for
+// the bh relay before it wakes a worker through the Go scheduler instead
+// (bh.Queue.NudgeIRQ). The relay answers in microseconds unless every P is
+// busy.
+const relayPatience = 200 * time.Microsecond
 
 // setupRingFn creates rings; tests replace it to make io_uring unavailable.
 var setupRingFn = setupRing
@@ -97,6 +111,8 @@ func newUringDev(f *imageFile, q *bh.Queue, pool *heap.PagePool, depth int) (*ur
 		u.free <- uint32(i)
 	}
 	u.why = fmt.Sprintf("io_uring, %d slots, %s", n, r.setupHow)
+	u.timedOK = r.params.features&featExtArg != 0
+	u.waitTs = unix.NsecToTimespec(int64(relayPatience))
 	u.files = [2]int{-1, -1}
 	// Registered files spare the kernel a file lookup per request.
 	fds := []int32{int32(f.fd), int32(f.dfd)}
@@ -156,7 +172,7 @@ func (u *uringDev) Submit(r *Request) {
 		s.op, s.fd, s.off, s.want = OpDiscard, u.fd, off, n
 		u.queue(s, true)
 	}
-	u.dropPart(r)
+	u.dropPart(r, false)
 }
 
 // submitTransfer queues r's parts. SQEs are published as they are filled
@@ -329,7 +345,19 @@ func (rp *reaper) Wait() error {
 		if atomic.LoadUint32(u.r.cqHead) != atomic.LoadUint32(u.r.cqTail) {
 			return nil
 		}
-		_, err := u.r.enter(0, 1, enterGetEvents)
+		var err error
+		if u.timedOK && u.q.IRQWaiting() {
+			// Completions we posted have not reached a worker yet: wait
+			// for the next CQE only so long, then wake one the slow way.
+			err = u.r.waitTimeout(&u.waitArg, &u.waitTs)
+			if err == unix.ETIME {
+				u.nudges.Add(1)
+				u.q.NudgeIRQ()
+				continue
+			}
+		} else {
+			_, err = u.r.enter(0, 1, enterGetEvents)
+		}
 		if err == nil || err == unix.EINTR || err == unix.EAGAIN || err == unix.EBUSY {
 			continue
 		}
@@ -376,12 +404,12 @@ func (u *uringDev) onCQE(userData uint64, res int32) bool {
 		}
 		u.release(s)
 		atomic.AddInt64(&r.moved, moved)
-		u.dropPart(r)
+		u.dropPart(r, true)
 	case res < 0 && res != -int32(unix.EINTR) && res != -int32(unix.EAGAIN):
-		u.failPart(s)
+		u.failPart(s, true)
 	default:
 		// A retry (short transfer, EINTR, EAGAIN) needs the SQ lock: bh.
-		u.q.Post(s)
+		u.q.PostIRQ(s)
 	}
 	return true
 }
@@ -410,14 +438,15 @@ func (s *slot) RunBH() {
 		u.queue(s, true)
 		return
 	}
-	u.failPart(s)
+	u.failPart(s, false)
 }
 
 // failPart ends s's part with a failure: errno from res, or failEOF when
 // it moved nothing inside the device (the image shrank under us). It takes
 // no lock and allocates nothing, so the reaper uses it too: errors do not
-// depend on a bh worker to give their slot back.
-func (u *uringDev) failPart(s *slot) {
+// depend on a bh worker to give their slot back. irq is true in the
+// reaper (see dropPart).
+func (u *uringDev) failPart(s *slot, irq bool) {
 	r, got, code := s.req, s.got, int32(failEOF)
 	if s.res < 0 {
 		code = -s.res
@@ -425,7 +454,7 @@ func (u *uringDev) failPart(s *slot) {
 	atomic.CompareAndSwapInt32(&r.fail, 0, code)
 	u.release(s)
 	atomic.AddInt64(&r.moved, got)
-	u.dropPart(r)
+	u.dropPart(r, irq)
 }
 
 // release returns s to the free list. The channel has room for every slot,
@@ -436,14 +465,21 @@ func (u *uringDev) release(s *slot) {
 }
 
 // dropPart ends one part of r (or the submitter's own reference); the last
-// one counts the request and posts its completion.
-func (u *uringDev) dropPart(r *Request) {
+// one counts the request and posts its completion. irq is true in the
+// reaper, which posts with PostIRQ: it is locked to its thread and about to
+// block in io_uring_enter, so a worker woken through the Go scheduler would
+// wait on the reaper's P for another thread to steal it (bh.PostIRQ).
+func (u *uringDev) dropPart(r *Request, irq bool) {
 	if atomic.AddInt32(&r.parts, -1) != 0 {
 		return
 	}
 	n := atomic.LoadInt64(&r.moved)
 	r.stats.record(r.Op, n, atomic.LoadInt32(&r.fail) != 0, r.start)
-	u.q.Post((*requestDone)(r))
+	if irq {
+		u.q.PostIRQ((*requestDone)(r))
+	} else {
+		u.q.Post((*requestDone)(r))
+	}
 }
 
 // requestDone is a Request seen as the bh.Item that delivers its Done.
