@@ -6,7 +6,8 @@
 # shared; interleaving keeps the three under the same load). Prints MB/s and
 # ratios to fio.
 # Usage: blockdev/bench_fio.sh [dir]   (default: a temp dir under /tmp)
-#        BENCH_SECONDS=3 ROUNDS=3 are the defaults.
+#        BENCH_SECONDS=3 ROUNDS=3 are the defaults; TESTS="RandRead4KQD1 ..."
+#        picks a subset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
@@ -34,7 +35,7 @@ best() { echo "$1 $2" | awk '{print ($1 > $2) ? $1 : $2}'; }
 
 declare -A fio_args=([RandRead4KQD1]="randread 4k 1" [RandRead4KQD32]="randread 4k 32"
 	[SeqRead1M]="read 1m 1" [SeqWrite1M]="write 1m 1")
-tests="RandRead4KQD1 RandRead4KQD32 SeqRead1M SeqWrite1M"
+tests=${TESTS:-RandRead4KQD1 RandRead4KQD32 SeqRead1M SeqWrite1M}
 printf '%-16s %10s %10s %10s %9s %9s\n' test "fio MB/s" "uring" "sync" "uring/fio" "sync/fio"
 for t in $tests; do
 	f=0 u=0 s=0
