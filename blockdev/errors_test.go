@@ -1,12 +1,15 @@
 package blockdev
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -108,4 +111,72 @@ func TestUringShortTransferResubmits(t *testing.T) {
 	if st := u.Stats(); st.Retries != 1 {
 		t.Fatalf("retries %d, want 1", st.Retries)
 	}
+}
+
+// TestRetryWhileBHWorkerWaitsForSlot: a Submit on a bh worker (pagecache
+// continuations submit from there) waits for a slot while every slot holds
+// a short transfer that must be resubmitted. The resubmissions must not
+// depend on a bh worker being free, or the only worker waits for slots
+// that wait for it.
+func TestRetryWhileBHWorkerWaitsForSlot(t *testing.T) {
+	q := bh.NewQueue(1)
+	path, data := imageOf(t, t.TempDir(), 1<<20)
+	d, err := Open(path, OpenOptions{IO: "uring", Queue: q, Depth: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := d.(*uringDev)
+	if len(u.slots) != 2 {
+		t.Fatalf("%d slots, want 2", len(u.slots))
+	}
+	done := make(chan error, 3)
+	var slots []*slot
+	var bufs [][]byte
+	for i := 0; i < 2; i++ {
+		got := make([]byte, 4096)
+		off := int64(8192 * (i + 1))
+		r := &Request{Op: OpRead, Off: off, Bufs: [][]byte{got}, Done: func(n int64, err error) {
+			if err == nil && (n != 4096 || !bytes.Equal(got, data[off:off+4096])) {
+				err = fmt.Errorf("read at %d: n=%d or wrong bytes", off, n)
+			}
+			done <- err
+		}}
+		r.parts, r.stats, r.start, r.owner = 1, &u.stats, nowNs(), u.imageFile
+		s := u.take(r)
+		s.op, s.off, s.bufs, s.want, s.fd = OpRead, off, r.Bufs, 4096, u.fd
+		copy(got[:1000], data[off:off+1000]) // as if the kernel read 1000 bytes
+		s.armed.Store(1)
+		u.dropPart(r, false)
+		slots, bufs = append(slots, s), append(bufs, got)
+	}
+	// The only bh worker submits and waits for a slot.
+	third := make([]byte, 4096)
+	q.PostFunc(func() {
+		d.Submit(&Request{Op: OpRead, Off: 0, Bufs: [][]byte{third}, Done: func(n int64, err error) {
+			if err == nil && (n != 4096 || !bytes.Equal(third, data[:4096])) {
+				err = fmt.Errorf("third read: n=%d or wrong bytes", n)
+			}
+			done <- err
+		}})
+	})
+	time.Sleep(50 * time.Millisecond) // let it block in take
+	for _, s := range slots {
+		u.onCQE(uint64(s.idx), 1000)
+	}
+	for i := 0; i < 3; i++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			// Leave d and q open: closing them would wait forever.
+			t.Fatalf("%d of 3 requests completed: the retries wait for the bh worker that waits for their slots", i)
+		}
+	}
+	if st := u.Stats(); st.Retries != 2 {
+		t.Fatalf("retries %d, want 2", st.Retries)
+	}
+	d.Close()
+	q.Close()
 }

@@ -28,18 +28,23 @@ import (
 // The reaper (an irq.Line) handles each CQE in interrupt context: on the
 // fast path (the part moved everything it asked for) it accounts the part
 // in the request with atomics, frees the slot and, for the last part, posts
-// the request itself to the bhqueue. Anything else (errors, short transfers,
-// EAGAIN) posts the slot to the bhqueue, where retry runs.
+// the request itself to the bhqueue (bh.PostIRQ). Errors end the part right
+// there too. Short transfers, EINTR and EAGAIN put the slot on the retry
+// channel and post a retrier: a bh worker resubmits it, or a submitter
+// waiting for a slot does it first (take), so a bh worker blocked in Submit
+// can never be what a retry waits for.
 //
 // Invariants: a slot is owned by exactly one of the free list, a submitter
-// filling it, the kernel, or the bh retry path; slots never exceed SQ
-// entries, and the CQ has twice as many entries, so neither ring overflows.
+// filling it, the kernel, or the retry channel and whoever resubmits it;
+// slots never exceed SQ entries, and the CQ has twice as many entries, so
+// neither ring overflows.
 type uringDev struct {
 	*imageFile
 	q     *bh.Queue
 	r     *ring
 	slots []slot
 	free  chan uint32 // indices of free slots
+	retry chan *slot  // parts to resubmit (short transfers, EINTR, EAGAIN); room for every slot
 	sqMu  sync.Mutex  // guards filling SQEs and advancing the SQ tail
 	line  *irq.Line
 	fixed *fixedBuffers // nil when no pool is registered
@@ -102,7 +107,7 @@ func newUringDev(f *imageFile, q *bh.Queue, pool *heap.PagePool, depth int) (*ur
 		return nil, err
 	}
 	n := int(r.params.sqEntries)
-	u := &uringDev{imageFile: f, q: q, r: r, slots: make([]slot, n), free: make(chan uint32, n)}
+	u := &uringDev{imageFile: f, q: q, r: r, slots: make([]slot, n), free: make(chan uint32, n), retry: make(chan *slot, n)}
 	iovs := make([]unix.Iovec, n*iovMax)
 	for i := range u.slots {
 		s := &u.slots[i]
@@ -224,8 +229,21 @@ func useFixed(bufs [][]byte, n int) bool {
 	return n == len(bufs) || lenOf(bufs[:n]) >= minFixedRun
 }
 
-// take waits for a free slot and gives it to r.
-func (u *uringDev) take(r *Request) *slot { return u.claim(<-u.free, r) }
+// take waits for a free slot and gives it to r. While it waits it does the
+// resubmissions that are due itself: they may be what would free a slot,
+// and the bh workers that would otherwise do them may all be waiting here
+// too (pagecache continuations submit from bh), which would never end.
+// REQUIRES: no u.sqMu (resubmitting takes it).
+func (u *uringDev) take(r *Request) *slot {
+	for {
+		select {
+		case idx := <-u.free:
+			return u.claim(idx, r)
+		case s := <-u.retry:
+			s.resubmit()
+		}
+	}
+}
 
 func (u *uringDev) claim(idx uint32, r *Request) *slot {
 	s := &u.slots[idx]
@@ -408,15 +426,37 @@ func (u *uringDev) onCQE(userData uint64, res int32) bool {
 	case res < 0 && res != -int32(unix.EINTR) && res != -int32(unix.EAGAIN):
 		u.failPart(s, true)
 	default:
-		// A retry (short transfer, EINTR, EAGAIN) needs the SQ lock: bh.
-		u.q.PostIRQ(s)
+		// A retry (short transfer, EINTR, EAGAIN) needs the SQ lock: it
+		// is done by a bh worker, or by a submitter waiting in take,
+		// whichever gets to it first. The channel has room for every
+		// slot, so the send never blocks.
+		u.retry <- s
+		u.q.PostIRQ((*retrier)(u))
 	}
 	return true
 }
 
-// RunBH is the slow path of a completion, on a bh worker: resubmit short
-// transfers and EINTR/EAGAIN; a transfer that moved nothing fails.
-func (s *slot) RunBH() {
+// retrier is the device seen as the bh.Item that does the resubmissions
+// due. It is posted once per retry; a run that finds them done already
+// (by another run, or by take) does nothing.
+type retrier uringDev
+
+func (rt *retrier) RunBH() {
+	u := (*uringDev)(rt)
+	for {
+		select {
+		case s := <-u.retry:
+			s.resubmit()
+		default:
+			return
+		}
+	}
+}
+
+// resubmit is the slow path of a completion, on a bh worker or a waiting
+// submitter: resubmit short transfers and EINTR/EAGAIN; a transfer that
+// moved nothing fails. It never waits for a slot: the part keeps its own.
+func (s *slot) resubmit() {
 	u, res := s.dev, s.res
 	switch {
 	case res == -int32(unix.EINTR) || res == -int32(unix.EAGAIN):
