@@ -16,6 +16,8 @@ func (fs *FS) Compact() error {
 	if err := fs.flush(true); err != nil {
 		return fmt.Errorf("compact: %w", err)
 	}
+	fs.logIO.Lock()
+	defer fs.logIO.Unlock()
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if err := fs.checkWritable(); err != nil {
@@ -39,6 +41,8 @@ func (fs *FS) LogBlocks() uint64 {
 	return n
 }
 
+// compactLocked runs with fs.logIO and fs.mu held (or before the mount is
+// shared): it writes the log itself.
 func (fs *FS) compactLocked() error {
 	old := fs.w
 	// Sizes and times changed in memory go straight into the snapshot.
@@ -69,7 +73,10 @@ func (fs *FS) compactLocked() error {
 	entry := enc.value(nil, fs.root.t, map[any]bool{}, false)
 	err := nw.stage(entry)
 	if err == nil {
-		err = nw.write()
+		var b logBatch
+		if b, err = nw.take(); err == nil {
+			err = fs.writeBatch(b)
+		}
 	}
 	if err == nil {
 		err = blockdev.Flush(fs.dev)

@@ -207,14 +207,12 @@ func (fs *FS) freeBlocks(start, n uint64) {
 // beyond it, ranges are simply not discarded (an optimisation only).
 const maxDiscards = 1 << 16
 
-// discardFreedLocked tells the device that blocks freed before the last
-// log write hold nothing any more. It runs only after that write is
-// durable (a crash before it would bring the old extents back, and their
-// data must still be there), and only for the parts still free (a block
-// may have been allocated again since).
-func (fs *FS) discardFreedLocked() {
-	list := fs.discards
-	fs.discards = nil
+// discardLocked tells the device that the freed block ranges in list hold
+// nothing any more. It runs only once the log records freeing them are
+// durable (a crash before would bring the old extents back, and their data
+// must still be there), and only for the parts still free (a block may
+// have been allocated again since).
+func (fs *FS) discardLocked(list [][2]uint64) {
 	for _, r := range list {
 		fs.free.FreeWithin(r[0], r[1], func(s, n uint64) {
 			_ = blockdev.Discard(fs.dev, int64(s)*blockSize, int64(n)*blockSize)

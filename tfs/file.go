@@ -1,11 +1,9 @@
 package tfs
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/pagecache"
 )
 
@@ -283,25 +281,15 @@ func (fs *FS) Fsync(n *Node, dataOnly bool) error {
 // (not the dirty sizes and times of every node), writes the log only if
 // something is staged, and always flushes the device.
 func (fs *FS) flushFileLog(n *Node, derr error) error {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	if fs.w == nil {
-		return derr
-	}
-	var serr error
-	if n.links > 0 && n.size != n.loggedSize {
-		if serr = fs.logEAV(n.t, "filelength", intOf(uint64(n.size)), false); serr == nil {
+	fs.logIO.Lock()
+	defer fs.logIO.Unlock()
+	return fs.writeLog(true, derr, func() error {
+		if n.links > 0 && n.size != n.loggedSize {
+			if err := fs.logEAV(n.t, "filelength", intOf(uint64(n.size)), false); err != nil {
+				return err
+			}
 			n.loggedSize = n.size
 		}
-	}
-	staged := !fs.w.idle()
-	werr := fs.w.write()
-	ferr := blockdev.Flush(fs.dev)
-	if err := errors.Join(derr, serr, werr, ferr); err != nil {
-		return err
-	}
-	if staged {
-		fs.discardFreedLocked()
-	}
-	return nil
+		return nil
+	})
 }

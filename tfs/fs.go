@@ -18,8 +18,11 @@ import (
 // Locking: mu guards all metadata (the tuple graph, nodes, extents, the
 // allocator, the log writer). It is never held while calling into a
 // pagecache node, because the cache calls back into Backing methods, which
-// take mu themselves.
+// take mu themselves, and never across log writes or device flushes, so
+// file I/O does not wait for an fsync. logIO orders those: whoever writes
+// the log or flushes it holds logIO, taken before mu.
 type FS struct {
+	logIO    sync.Mutex
 	mu       sync.Mutex
 	dev      blockdev.Device // the volume
 	q        *bh.Queue

@@ -186,28 +186,83 @@ func (w *logWriter) stage(entry []byte) error {
 	return nil
 }
 
-// write writes every staged byte range, newest extension first so that a
-// link never reaches the disk before the extension it points to.
-func (w *logWriter) write() error {
+// logBatch is what one log write takes from the writer: byte ranges of
+// extension images, oldest extension first, block-aligned. Ranges of
+// extensions the writer has moved past point into their final images,
+// which never change again; the range of the current extension is a copy,
+// because staging goes on appending to its image while the batch is being
+// written without fs.mu.
+type logBatch struct {
+	writes []extWrite
+}
+
+func (b logBatch) empty() bool { return len(b.writes) == 0 }
+
+// take moves every staged byte range into a batch; the writer then has
+// nothing staged. Called with fs.mu held.
+func (w *logWriter) take() (logBatch, error) {
 	if w.err != nil {
-		return w.err
+		return logBatch{}, w.err
 	}
 	writes := w.done
 	if w.dirtyFrom >= 0 {
-		writes = append(writes, extWrite{ext: w.ext, buf: w.buf, from: w.dirtyFrom, to: w.used + 1})
-	}
-	for i := len(writes) - 1; i >= 0; i-- {
-		x := writes[i]
-		from := x.from / blockSize * blockSize
-		to := min((x.to+blockSize-1)/blockSize*blockSize, len(x.buf))
-		if err := blockdev.WriteAt(w.fs.dev, x.buf[from:to], int64(x.ext.start)*blockSize+int64(from)); err != nil {
-			// Everything stays staged: the next flush writes it again.
-			return fmt.Errorf("write log extension at block %d: %w", x.ext.start, err)
-		}
+		from := w.dirtyFrom / blockSize * blockSize
+		to := min((w.used+1+blockSize-1)/blockSize*blockSize, len(w.buf))
+		img := make([]byte, len(w.buf))
+		copy(img[from:to], w.buf[from:to])
+		writes = append(writes, extWrite{ext: w.ext, buf: img, from: w.dirtyFrom, to: w.used + 1})
 	}
 	w.done = nil
 	w.dirtyFrom = -1
+	return logBatch{writes: writes}, nil
+}
+
+// writeBatch writes a batch newest extension first, so that a link never
+// reaches the disk before the extension it points to. It runs without
+// fs.mu; fs.logIO keeps log writes in order.
+func (fs *FS) writeBatch(b logBatch) error {
+	for i := len(b.writes) - 1; i >= 0; i-- {
+		x := b.writes[i]
+		from := x.from / blockSize * blockSize
+		to := min((x.to+blockSize-1)/blockSize*blockSize, len(x.buf))
+		if err := blockdev.WriteAt(fs.dev, x.buf[from:to], int64(x.ext.start)*blockSize+int64(from)); err != nil {
+			return fmt.Errorf("write log extension at block %d: %w", x.ext.start, err)
+		}
+	}
 	return nil
+}
+
+// requeue gives a batch that may not have reached the disk back to the
+// writer, so the next flush writes it again. Records staged since take
+// only ever appended: the current extension's image (live, in w.buf or in
+// a done entry if the writer has extended since) holds everything the
+// batch's copy held. Called with fs.mu held.
+func (w *logWriter) requeue(b logBatch) {
+	var older []extWrite
+	for _, x := range b.writes {
+		switch {
+		case x.ext.start == w.ext.start:
+			if w.dirtyFrom < 0 || x.from < w.dirtyFrom {
+				w.dirtyFrom = x.from
+			}
+		case w.markDone(x):
+		default:
+			older = append(older, x)
+		}
+	}
+	w.done = append(older, w.done...)
+}
+
+// markDone widens the done entry of x's extension to cover x, if there is
+// one.
+func (w *logWriter) markDone(x extWrite) bool {
+	for i := range w.done {
+		if d := &w.done[i]; d.ext.start == x.ext.start {
+			d.from = min(d.from, x.from)
+			return true
+		}
+	}
+	return false
 }
 
 // logEntry encodes and stages a whole entry built by f.
@@ -294,28 +349,57 @@ func (fs *FS) flush(full bool) error {
 // never exposes unwritten data; sizes of other files may run ahead of
 // their data, which then reads as holes.
 func (fs *FS) flushLog(full bool, derr error) error {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	if fs.w == nil {
-		return derr
-	}
-	aerr := fs.stageDirtyLocked()
-	staged := !fs.w.idle()
-	werr := fs.w.write()
-	var ferr error
-	if staged || full {
-		ferr = blockdev.Flush(fs.dev)
-	}
-	if err := errors.Join(derr, aerr, werr, ferr); err != nil {
+	fs.logIO.Lock()
+	defer fs.logIO.Unlock()
+	if err := fs.writeLog(full, derr, fs.stageDirtyLocked); err != nil {
 		return err
 	}
-	if staged || full {
-		fs.discardFreedLocked()
-	}
-	if fs.w.obsolete >= compactObsolete && fs.w.entries <= 2*fs.w.obsolete {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.w != nil && fs.w.obsolete >= compactObsolete && fs.w.entries <= 2*fs.w.obsolete {
 		return fs.compactLocked()
 	}
 	return nil
+}
+
+// writeLog stages what stage adds (under fs.mu), then writes everything
+// staged and flushes the device (full: even if nothing was staged) with
+// fs.mu released, so file reads and writes never wait for the device.
+// Blocks freed before the staging are discarded once the records freeing
+// them are durable. The caller holds fs.logIO.
+func (fs *FS) writeLog(full bool, derr error, stage func() error) error {
+	fs.mu.Lock()
+	if fs.w == nil {
+		fs.mu.Unlock()
+		return derr
+	}
+	serr := stage()
+	b, werr := fs.w.take()
+	freed := fs.discards
+	fs.discards = nil
+	fs.mu.Unlock()
+
+	if werr == nil {
+		werr = fs.writeBatch(b)
+	}
+	var ferr error
+	if !b.empty() || full {
+		ferr = blockdev.Flush(fs.dev)
+	}
+
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	switch {
+	case werr != nil || ferr != nil:
+		// Nothing says the batch is on the disk: write it again next time.
+		fs.w.requeue(b)
+		fs.discards = append(freed, fs.discards...)
+	case !b.empty() || full:
+		fs.discardLocked(freed)
+	default:
+		fs.discards = append(freed, fs.discards...)
+	}
+	return errors.Join(derr, serr, werr, ferr)
 }
 
 // stageDirtyLocked logs the sizes and times that changed in memory only.
