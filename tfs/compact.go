@@ -48,8 +48,8 @@ func (fs *FS) compactLocked() error {
 	// Sizes and times changed in memory go straight into the snapshot.
 	for n := range fs.dirty {
 		if n.kind == KindFile && n.links > 0 {
-			n.t.attrs["filelength"] = intOf(uint64(n.size))
-			n.loggedSize = n.size
+			n.t.attrs["filelength"] = intOf(uint64(n.size.Load()))
+			n.loggedSize = n.size.Load()
 		}
 		n.timesDirty = false
 		delete(fs.dirty, n)

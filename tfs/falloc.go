@@ -38,7 +38,7 @@ func (fs *FS) allocate(n *Node, mode uint32, off, length int64) error {
 		return err
 	}
 	fs.mu.Lock()
-	size := n.size
+	size := n.size.Load()
 	fs.mu.Unlock()
 	if mode&FallocKeepSize == 0 && off+length > size {
 		if err := fs.zeroTail(n, fd, size, off+length); err != nil {
@@ -56,8 +56,8 @@ func (fs *FS) allocate(n *Node, mode uint32, off, length int64) error {
 	}); err != nil {
 		return err
 	}
-	if mode&FallocKeepSize == 0 && off+length > n.size {
-		n.size = off + length
+	if mode&FallocKeepSize == 0 && off+length > n.size.Load() {
+		n.size.Store(off + length)
 		fs.touchLocked(n, true)
 	}
 	return nil
@@ -95,7 +95,7 @@ func (fs *FS) punch(n *Node, off, length int64) error {
 		}
 		fs.mu.Lock()
 		e := n.extentAt(uint64(from) / blockSize)
-		size := n.size
+		size := n.size.Load()
 		fs.mu.Unlock()
 		if e == nil || from >= size {
 			return nil
@@ -186,7 +186,7 @@ func (fs *FS) Seek(n *Node, off int64, whence int) (int64, error) {
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	size := n.size
+	size := n.size.Load()
 	if off < 0 || off >= size {
 		return 0, errnoErr("seek past end of file", syscallENXIO)
 	}

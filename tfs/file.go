@@ -27,14 +27,30 @@ type dataCache interface {
 	close() error
 }
 
-// fileData returns n's cache handle, creating it on first use.
+// fileRef boxes a fileData for Node.fd.
+type fileRef struct{ fileData }
+
+// fileData returns n's cache handle, creating it on first use. The common
+// case takes no lock: reads and writes of different files share nothing.
 func (fs *FS) fileData(n *Node) fileData {
+	if r := n.fd.Load(); r != nil {
+		return r.fileData
+	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if n.fd == nil {
-		n.fd = fs.data.newFile(backing{fs, n})
+	if n.fd.Load() == nil {
+		n.fd.Store(&fileRef{fs.data.newFile(backing{fs, n})})
 	}
-	return n.fd
+	return n.fd.Load().fileData
+}
+
+// takeFileDataLocked detaches n's cache handle (nil if it has none) for
+// dropping.
+func takeFileDataLocked(n *Node) fileData {
+	if r := n.fd.Swap(nil); r != nil {
+		return r.fileData
+	}
+	return nil
 }
 
 func checkFile(n *Node) error {
@@ -63,9 +79,9 @@ func (fs *FS) Release(n *Node) {
 		n.opens--
 	}
 	gone := n.opens == 0 && n.links == 0 && n.kind == KindFile
-	fd := n.fd
+	var fd fileData
 	if gone {
-		n.fd = nil
+		fd = takeFileDataLocked(n)
 	}
 	fs.mu.Unlock()
 	if gone {
@@ -100,9 +116,7 @@ func (fs *FS) Read(n *Node, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	fd := fs.fileData(n)
-	fs.mu.Lock()
-	size := n.size
-	fs.mu.Unlock()
+	size := n.size.Load()
 	if off >= size {
 		return 0, nil
 	}
@@ -117,14 +131,11 @@ func (fs *FS) Write(n *Node, p []byte, off int64) (int, error) {
 	if err := checkFile(n); err != nil {
 		return 0, err
 	}
-	fd := fs.fileData(n)
-	fs.mu.Lock()
 	if err := fs.checkWritable(); err != nil {
-		fs.mu.Unlock()
 		return 0, err
 	}
-	size := n.size
-	fs.mu.Unlock()
+	fd := fs.fileData(n)
+	size := n.size.Load()
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -135,8 +146,8 @@ func (fs *FS) Write(n *Node, p []byte, off int64) (int, error) {
 	}
 	k, err := fd.Write(p, off, size)
 	fs.mu.Lock()
-	if w := off + int64(k); w > n.size {
-		n.size = w
+	if w := off + int64(k); w > n.size.Load() {
+		n.size.Store(w)
 	}
 	if k > 0 {
 		fs.touchLocked(n, true)
@@ -194,14 +205,14 @@ func (fs *FS) Truncate(n *Node, size int64) error {
 		fs.mu.Unlock()
 		return err
 	}
-	old := n.size
+	old := n.size.Load()
 	fs.mu.Unlock()
 	if size > old {
 		if err := fs.zeroTail(n, fd, old, size); err != nil {
 			return err
 		}
 		fs.mu.Lock()
-		n.size = max(n.size, size)
+		n.size.Store(max(n.size.Load(), size))
 		fs.touchLocked(n, true)
 		fs.mu.Unlock()
 		return nil
@@ -212,7 +223,7 @@ func (fs *FS) Truncate(n *Node, size int64) error {
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	n.size = size
+	n.size.Store(size)
 	fs.touchLocked(n, true)
 	// Stage the new length before the extents go, so a reader never sees
 	// a length covering removed blocks.
@@ -284,11 +295,11 @@ func (fs *FS) flushFileLog(n *Node, derr error) error {
 	fs.logIO.Lock()
 	defer fs.logIO.Unlock()
 	return fs.writeLog(true, derr, func() error {
-		if n.links > 0 && n.size != n.loggedSize {
-			if err := fs.logEAV(n.t, "filelength", intOf(uint64(n.size)), false); err != nil {
+		if n.links > 0 && n.size.Load() != n.loggedSize {
+			if err := fs.logEAV(n.t, "filelength", intOf(uint64(n.size.Load())), false); err != nil {
 				return err
 			}
-			n.loggedSize = n.size
+			n.loggedSize = n.size.Load()
 		}
 		return nil
 	})

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tfsmount/tfsmount/bh"
@@ -38,7 +39,7 @@ type FS struct {
 	data     dataCache
 	reserved uint64 // blocks promised to delayed allocation
 	dirty    map[*Node]bool
-	closed   bool
+	closed   atomic.Bool // set once, under mu; checkWritable reads it without
 	delay    time.Duration
 	stop     chan struct{}
 	stopped  chan struct{}
@@ -272,11 +273,11 @@ func (fs *FS) Sync() error {
 // Close writes everything back and releases the mount.
 func (fs *FS) Close() error {
 	fs.mu.Lock()
-	if fs.closed {
+	if fs.closed.Load() {
 		fs.mu.Unlock()
 		return nil
 	}
-	fs.closed = true
+	fs.closed.Store(true)
 	fs.mu.Unlock()
 	if fs.stop != nil {
 		close(fs.stop)
@@ -326,7 +327,7 @@ func (fs *FS) checkWritable() error {
 	if fs.ro {
 		return errnoErr("read-only mount", errEROFS)
 	}
-	if fs.closed {
+	if fs.closed.Load() {
 		return errnoErr("filesystem closed", errEIO)
 	}
 	return nil

@@ -410,12 +410,12 @@ func (fs *FS) stageDirtyLocked() error {
 			delete(fs.dirty, n) // removed: nothing on disk to update
 			continue
 		}
-		if n.kind == KindFile && n.size != n.loggedSize {
-			if err := fs.logEAV(n.t, "filelength", intOf(uint64(n.size)), false); err != nil {
+		if n.kind == KindFile && n.size.Load() != n.loggedSize {
+			if err := fs.logEAV(n.t, "filelength", intOf(uint64(n.size.Load())), false); err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			n.loggedSize = n.size
+			n.loggedSize = n.size.Load()
 		}
 		if n.timesDirty {
 			n.timesDirty = false

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -29,12 +30,12 @@ type Node struct {
 	links   int // directory entries referencing it, in memory
 
 	// Regular files.
-	exts       []*extent // sorted by file block, disjoint in file space
-	size       int64     // current size
-	loggedSize int64     // size as the log (staged or written) has it
+	exts       []*extent    // sorted by file block, disjoint in file space
+	size       atomic.Int64 // current size; written under fs.mu, read anywhere
+	loggedSize int64        // size as the log (staged or written) has it
 	opens      int
-	fd         fileData // the file's pagecache node, made on first use
-	resv       blockSet // file blocks reserved for delayed allocation
+	fd         atomic.Pointer[fileRef] // the file's pagecache node, made on first use under fs.mu
+	resv       blockSet                // file blocks reserved for delayed allocation
 	// timesDirty: mtime/atime changed in memory and not yet logged.
 	timesDirty bool
 }
@@ -211,10 +212,10 @@ func (b *builder) file(n *Node, path string) {
 		if !ok || l > 1<<62 {
 			b.add(path, "filelength %v is not a usable number", v)
 		} else {
-			n.size = int64(l)
+			n.size.Store(int64(l))
 		}
 	}
-	n.loggedSize = n.size
+	n.loggedSize = n.size.Load()
 	ev, ok := t.attrs["extents"]
 	if !ok {
 		return
@@ -335,7 +336,7 @@ func (fs *FS) attrLocked(n *Node) Attr {
 		a.Size = int64(len(s))
 		a.Nlink = uint32(max(n.links, 0))
 	default:
-		a.Size = n.size
+		a.Size = n.size.Load()
 		a.Nlink = uint32(max(n.links, 0))
 		for _, e := range n.exts {
 			a.Blocks += int64(e.length)

@@ -185,8 +185,7 @@ func (fs *FS) unrefLocked(n *Node) (fileData, error) {
 	if n.opens > 0 {
 		return nil, nil // the last Release frees it
 	}
-	fd := n.fd
-	n.fd = nil
+	fd := takeFileDataLocked(n)
 	if fd == nil {
 		fs.dropFileLocked(n)
 	}
