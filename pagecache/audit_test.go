@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/heap"
 )
@@ -16,13 +17,11 @@ import (
 // faultRig is a rig whose device is a faultDev.
 func faultRig(t *testing.T, o rigOpts) (*rig, *faultDev) {
 	var fd *faultDev
-	o.wrap = func(d blockdev.Device) blockdev.Device {
-		fd = newFaultDev(nil, d)
+	o.wrap = func(d blockdev.Device, q *bh.Queue) blockdev.Device {
+		fd = newFaultDev(q, d)
 		return fd
 	}
-	r := newRig(t, o)
-	fd.q = r.q
-	return r, fd
+	return newRig(t, o), fd
 }
 
 // storedFile writes data to a new file, syncs it and drops it from the
@@ -358,4 +357,59 @@ func TestTimerWritebackErrorIsSticky(t *testing.T) {
 	if !bytes.Equal(r.onDisk(f), pattern(0, 100, 1)) {
 		t.Fatalf("data not on the device")
 	}
+}
+
+// A write that finds every page of a small cache held by a slow write-back
+// waits for the device instead of failing: memory pinned by I/O in flight
+// comes back when the I/O completes. (The give-up after maxRoomAttempts
+// is for memory nothing is about to release.) The write-back is held for
+// several times the give-up window, which was about 40 ms.
+func TestWriteWaitsForSlowWriteback(t *testing.T) {
+	var faulty *blockdev.Faulty
+	r := newRig(t, rigOpts{budget: 8 * PageSize, wrap: func(d blockdev.Device, q *bh.Queue) blockdev.Device {
+		faulty = blockdev.NewFaulty(d, q)
+		return faulty
+	}})
+	f := r.newFile()
+	first := pattern(1, 8*PageSize, 1)
+	f.write(t, first, 0)
+	faulty.Hold()
+	t.Cleanup(func() { faulty.ReleaseHeld(nil) }) // before the rig closes, on every path
+	synced := make(chan error, 1)
+	go func() { synced <- f.n.Sync() }()
+	for deadline := time.Now().Add(10 * time.Second); faulty.Held() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the write-back never reached the device")
+		}
+	}
+	second := pattern(2, 8*PageSize, 1)
+	wrote := make(chan error, 1)
+	go func() {
+		k, err := f.n.Write(second, 8*PageSize, f.size)
+		if err == nil && k != len(second) {
+			err = fmt.Errorf("wrote %d of %d bytes", k, len(second))
+		}
+		wrote <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case err := <-wrote:
+		t.Fatalf("the write returned (%v) while every page was held by the write-back", err)
+	default:
+	}
+	faulty.ReleaseHeld(nil)
+	if err := <-synced; err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatalf("write after the write-back completed: %v", err)
+	}
+	f.size = 16 * PageSize
+	if got := f.read(t, 0, f.size); !bytes.Equal(got, append(first, second...)) {
+		t.Error("data read back wrong")
+	}
+	if err := f.n.Sync(); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	r.checkInvariants(t)
 }

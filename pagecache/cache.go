@@ -83,9 +83,14 @@ type Cache struct {
 	stateMu sync.Mutex
 	st      stateLocked // the capability handed out by lockState
 	// Guarded by stateMu.
-	lru         lru
-	cachedPages int64
-	dirtyPages  int64
+	lru           lru
+	cachedPages   int64
+	dirtyPages    int64
+	inflightPages int64 // pages in reading or writing, all nodes
+
+	// wbActive counts write-backs between collecting their pages and
+	// unpinning them: their pages come back to the LRU when they end.
+	wbActive atomic.Int32
 
 	volMu sync.Mutex
 	// Guarded by volMu.

@@ -112,25 +112,42 @@ func (c *Cache) makeRoom(want int) bool {
 }
 
 // maxRoomAttempts bounds how often an operation that cannot get memory
-// retries before it gives up; pins are held only for the length of one
-// copy, so memory pinned by concurrent readers comes back quickly.
+// retries before it gives up when no I/O is in flight; pins are held only
+// for the length of one copy, so memory pinned by concurrent readers comes
+// back quickly.
 const maxRoomAttempts = 25
 
 // retryRoom is called by an operation that could not get a page buffer
 // for the attempt-th time (from 1). It makes room, or waits a little for
-// pins to be released, and reports whether to try again; after
-// maxRoomAttempts it says no, so the caller returns partial progress or
-// ErrNoMemory instead of waiting forever.
+// pins to be released, and reports whether to try again. While reads or
+// write-backs are in flight it always says yes: their pages come back
+// when the device answers, and a slow device is not a lack of memory
+// (under load, every page of a small cache can be in a write-back for a
+// while). Otherwise, after maxRoomAttempts it says no, so the caller
+// returns partial progress or ErrNoMemory instead of waiting forever.
 func (c *Cache) retryRoom(attempt int, want int) bool {
 	if c.makeRoom(want) {
 		return true
 	}
-	if attempt >= maxRoomAttempts {
-		c.stats.noMemory.Add(1)
-		return false
+	if !c.ioInFlight() {
+		if attempt >= maxRoomAttempts {
+			c.stats.noMemory.Add(1)
+			return false
+		}
 	}
 	time.Sleep(time.Duration(min(attempt, 20)) * 100 * time.Microsecond)
 	return true
+}
+
+// ioInFlight reports whether pages are held by device I/O or by a
+// write-back waiting to release them.
+func (c *Cache) ioInFlight() bool {
+	if c.wbActive.Load() > 0 {
+		return true
+	}
+	st := c.lockState()
+	defer st.unlock()
+	return c.inflightPages > 0
 }
 
 // evict frees up to want unpinned pages from the LRU, taking locks in

@@ -213,7 +213,7 @@ type rigOpts struct {
 	budget   int64 // cache budget (0: 1 MiB)
 	poolSize int64 // pool budget (0: cache budget)
 	delay    time.Duration
-	wrap     func(blockdev.Device) blockdev.Device
+	wrap     func(blockdev.Device, *bh.Queue) blockdev.Device
 	workers  int
 }
 
@@ -239,7 +239,7 @@ func newRig(t testing.TB, o rigOpts) *rig {
 	r.mem = blockdev.NewMemory(r.q, o.devSize)
 	r.dev = r.mem
 	if o.wrap != nil {
-		r.dev = o.wrap(r.mem)
+		r.dev = o.wrap(r.mem, r.q)
 	}
 	r.pool = heap.NewPagePool(heap.PoolConfig{Budget: o.poolSize})
 	r.sp = &space{next: 8, limit: o.devSize / fakeBlock}
@@ -347,6 +347,9 @@ func (r *rig) checkInvariants(t testing.TB) {
 		onLRU[p] = true
 	}
 	lruN := c.lru.n
+	if c.inflightPages != 0 || c.wbActive.Load() != 0 {
+		t.Errorf("%d pages in flight, %d write-backs active at rest", c.inflightPages, c.wbActive.Load())
+	}
 	for _, n := range nodes {
 		if n.inflight != 0 {
 			t.Errorf("node has %d pages in flight at rest", n.inflight)

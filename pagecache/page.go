@@ -161,6 +161,7 @@ func (st *stateLocked) setState(p *page, to pageState) {
 		c.dirtyPages--
 	case stateReading, stateWriting:
 		p.node.inflight--
+		c.inflightPages--
 	}
 	p.state = to
 	switch to {
@@ -173,6 +174,7 @@ func (st *stateLocked) setState(p *page, to pageState) {
 		st.noteDirty()
 	case stateReading, stateWriting:
 		p.node.inflight++
+		c.inflightPages++
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
 )
 
@@ -175,14 +176,11 @@ func TestFaultSweep(t *testing.T) {
 func TestFaultSweepBlockdevFaulty(t *testing.T) {
 	setup := func(t *testing.T) (*rig, *faultDev, *blockdev.Faulty, *file, []byte) {
 		var fd *faultDev
-		r := newRig(t, rigOpts{devSize: 4 << 20, budget: 8 * PageSize, wrap: func(d blockdev.Device) blockdev.Device {
-			fd = newFaultDev(nil, d)
+		r := newRig(t, rigOpts{devSize: 4 << 20, budget: 8 * PageSize, wrap: func(d blockdev.Device, q *bh.Queue) blockdev.Device {
+			fd = newFaultDev(q, blockdev.NewFaulty(d, q))
 			return fd
 		}})
-		// The injector needs the queue, which the rig makes first; no
-		// request has been submitted yet.
-		bf := blockdev.NewFaulty(r.mem, r.q)
-		fd.Device, fd.q = bf, r.q
+		bf := fd.Device.(*blockdev.Faulty)
 		model := pattern(0, 5*PageSize+1000, 1)
 		f := storedFile(t, r, model)
 		return r, fd, bf, f, model

@@ -34,6 +34,8 @@ func (n *Node) writeback() error {
 	if len(runs) == 0 {
 		return nil
 	}
+	c.wbActive.Add(1)
+	defer c.wbActive.Add(-1) // runs after releaseRuns, below
 	assertNoLocksHeld("write-back")
 	var w *opWait
 	for _, r := range runs {
