@@ -170,9 +170,7 @@ func (fs *FS) commitRange(n *Node, b0, b1 uint64) error {
 		switch {
 		case e.pending:
 			prev := n.extentAt(e.fblock - 1)
-			if e.fblock > 0 && prev != nil && !prev.pending && !prev.uninited && prev.end() == e.fblock &&
-				prev.dblock+prev.allocated == e.dblock && prev.length == prev.allocated &&
-				prev.length+e.length <= maxExtentBlocks {
+			if e.fblock > 0 && prev != nil && mergeable(prev, e) && prev.length+e.length <= maxExtentBlocks {
 				prev.length += e.length
 				prev.allocated += e.allocated
 				n.removeExtent(e)
@@ -194,6 +192,14 @@ func (fs *FS) commitRange(n *Node, b0, b1 uint64) error {
 		}
 	}
 	return nil
+}
+
+// mergeable reports whether pending piece e can join the committed extent
+// base at commit (within the size cap, which callers check): e continues
+// base in the file and on the volume, and base is initialised and whole.
+func mergeable(base, e *extent) bool {
+	return !base.pending && !base.uninited && base.end() == e.fblock &&
+		base.dblock+base.allocated == e.dblock && base.length == base.allocated
 }
 
 // initExtent makes file blocks [w0, w1) of uninited extent e initialised,

@@ -251,6 +251,13 @@ func (fs *FS) allocGap(n *Node, g0, g1 uint64, uninited bool) error {
 			// pending piece merged at commit (CommitWrite), so its logged
 			// length never covers unwritten blocks.
 			span := prev.length
+			if prev.pending {
+				// A pending growth piece merges into the logged extent
+				// it grows at commit: the cap is on both together.
+				if base := n.extentAt(prev.fblock - 1); prev.fblock > 0 && base != nil && mergeable(base, prev) {
+					span += base.length
+				}
+			}
 			if k := min(g1-g0, maxExtentBlocks-min(span, maxExtentBlocks)); k > 0 && fs.free.FreeBlocks() >= k+fs.logReserveShortfall() &&
 				fs.free.AllocAt(prev.dblock+prev.allocated, k) {
 				if prev.pending {
