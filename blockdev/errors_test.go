@@ -100,7 +100,7 @@ func TestUringShortTransferResubmits(t *testing.T) {
 	// Pretend the kernel read 1500 bytes: copy them as it would have.
 	copy(got[:1500], data[100:1600])
 	s.armed.Store(1)
-	u.dropPart(r, false)
+	u.dropPart(r)
 	u.onCQE(uint64(s.idx), 1500)
 	if err := <-done; err != nil || n != 3000 {
 		t.Fatalf("n=%d err=%v", n, err)
@@ -146,7 +146,7 @@ func TestRetryWhileBHWorkerWaitsForSlot(t *testing.T) {
 		s.op, s.off, s.bufs, s.want, s.fd = OpRead, off, r.Bufs, 4096, u.fd
 		copy(got[:1000], data[off:off+1000]) // as if the kernel read 1000 bytes
 		s.armed.Store(1)
-		u.dropPart(r, false)
+		u.dropPart(r)
 		slots, bufs = append(slots, s), append(bufs, got)
 	}
 	// The only bh worker submits and waits for a slot.

@@ -28,11 +28,11 @@ import (
 // The reaper (an irq.Line) handles each CQE in interrupt context: on the
 // fast path (the part moved everything it asked for) it accounts the part
 // in the request with atomics, frees the slot and, for the last part, posts
-// the request itself to the bhqueue (bh.PostIRQ). Errors end the part right
-// there too. Short transfers, EINTR and EAGAIN put the slot on the retry
-// channel and post a retrier: a bh worker resubmits it, or a submitter
-// waiting for a slot does it first (take), so a bh worker blocked in Submit
-// can never be what a retry waits for.
+// the request itself to the bhqueue. Errors end the part right there too.
+// Short transfers, EINTR and EAGAIN put the slot on the retry channel and
+// post a retrier: a bh worker resubmits it, or a submitter waiting for a
+// slot does it first (take), so a bh worker blocked in Submit can never be
+// what a retry waits for.
 //
 // Invariants: a slot is owned by exactly one of the free list, a submitter
 // filling it, the kernel, or the retry channel and whoever resubmits it;
@@ -55,21 +55,7 @@ type uringDev struct {
 
 	life   sync.RWMutex // Submit holds it shared; Close exclusively
 	closed bool
-
-	// The reaper's timed wait while PostIRQ items wait for the bh relay
-	// (Wait): preallocated arguments, used only when the kernel has
-	// IORING_FEAT_EXT_ARG (5.11); older kernels always block untimed.
-	waitArg geteventsArg
-	waitTs  unix.Timespec
-	timedOK bool
-	nudges  atomic.Uint64 // timed waits that ended in NudgeIRQ, for tests
 }
-
-// relayPatience is how long the reaper lets completions it posted wait for
-// the bh relay before it wakes a worker through the Go scheduler instead
-// (bh.Queue.NudgeIRQ). The relay answers in microseconds unless every P is
-// busy.
-const relayPatience = 200 * time.Microsecond
 
 // setupRingFn creates rings; tests replace it to make io_uring unavailable.
 var setupRingFn = setupRing
@@ -116,8 +102,6 @@ func newUringDev(f *imageFile, q *bh.Queue, pool *heap.PagePool, depth int) (*ur
 		u.free <- uint32(i)
 	}
 	u.why = fmt.Sprintf("io_uring, %d slots, %s", n, r.setupHow)
-	u.timedOK = r.params.features&featExtArg != 0
-	u.waitTs = unix.NsecToTimespec(int64(relayPatience))
 	u.files = [2]int{-1, -1}
 	// Registered files spare the kernel a file lookup per request.
 	fds := []int32{int32(f.fd), int32(f.dfd)}
@@ -177,7 +161,7 @@ func (u *uringDev) Submit(r *Request) {
 		s.op, s.fd, s.off, s.want = OpDiscard, u.fd, off, n
 		u.queue(s, true)
 	}
-	u.dropPart(r, false)
+	u.dropPart(r)
 }
 
 // submitTransfer queues r's parts. SQEs are published as they are filled
@@ -363,19 +347,7 @@ func (rp *reaper) Wait() error {
 		if atomic.LoadUint32(u.r.cqHead) != atomic.LoadUint32(u.r.cqTail) {
 			return nil
 		}
-		var err error
-		if u.timedOK && u.q.IRQWaiting() {
-			// Completions we posted have not reached a worker yet: wait
-			// for the next CQE only so long, then wake one the slow way.
-			err = u.r.waitTimeout(&u.waitArg, &u.waitTs)
-			if err == unix.ETIME {
-				u.nudges.Add(1)
-				u.q.NudgeIRQ()
-				continue
-			}
-		} else {
-			_, err = u.r.enter(0, 1, enterGetEvents)
-		}
+		_, err := u.r.enter(0, 1, enterGetEvents)
 		if err == nil || err == unix.EINTR || err == unix.EAGAIN || err == unix.EBUSY {
 			continue
 		}
@@ -422,16 +394,16 @@ func (u *uringDev) onCQE(userData uint64, res int32) bool {
 		}
 		u.release(s)
 		atomic.AddInt64(&r.moved, moved)
-		u.dropPart(r, true)
+		u.dropPart(r)
 	case res < 0 && res != -int32(unix.EINTR) && res != -int32(unix.EAGAIN):
-		u.failPart(s, true)
+		u.failPart(s)
 	default:
 		// A retry (short transfer, EINTR, EAGAIN) needs the SQ lock: it
 		// is done by a bh worker, or by a submitter waiting in take,
 		// whichever gets to it first. The channel has room for every
 		// slot, so the send never blocks.
 		u.retry <- s
-		u.q.PostIRQ((*retrier)(u))
+		u.q.Post((*retrier)(u))
 	}
 	return true
 }
@@ -478,15 +450,14 @@ func (s *slot) resubmit() {
 		u.queue(s, true)
 		return
 	}
-	u.failPart(s, false)
+	u.failPart(s)
 }
 
 // failPart ends s's part with a failure: errno from res, or failEOF when
 // it moved nothing inside the device (the image shrank under us). It takes
 // no lock and allocates nothing, so the reaper uses it too: errors do not
-// depend on a bh worker to give their slot back. irq is true in the
-// reaper (see dropPart).
-func (u *uringDev) failPart(s *slot, irq bool) {
+// depend on a bh worker to give their slot back.
+func (u *uringDev) failPart(s *slot) {
 	r, got, code := s.req, s.got, int32(failEOF)
 	if s.res < 0 {
 		code = -s.res
@@ -494,7 +465,7 @@ func (u *uringDev) failPart(s *slot, irq bool) {
 	atomic.CompareAndSwapInt32(&r.fail, 0, code)
 	u.release(s)
 	atomic.AddInt64(&r.moved, got)
-	u.dropPart(r, irq)
+	u.dropPart(r)
 }
 
 // release returns s to the free list. The channel has room for every slot,
@@ -505,21 +476,14 @@ func (u *uringDev) release(s *slot) {
 }
 
 // dropPart ends one part of r (or the submitter's own reference); the last
-// one counts the request and posts its completion. irq is true in the
-// reaper, which posts with PostIRQ: it is locked to its thread and about to
-// block in io_uring_enter, so a worker woken through the Go scheduler would
-// wait on the reaper's P for another thread to steal it (bh.PostIRQ).
-func (u *uringDev) dropPart(r *Request, irq bool) {
+// one counts the request and posts its completion.
+func (u *uringDev) dropPart(r *Request) {
 	if atomic.AddInt32(&r.parts, -1) != 0 {
 		return
 	}
 	n := atomic.LoadInt64(&r.moved)
 	r.stats.record(r.Op, n, atomic.LoadInt32(&r.fail) != 0, r.start)
-	if irq {
-		u.q.PostIRQ((*requestDone)(r))
-	} else {
-		u.q.Post((*requestDone)(r))
-	}
+	u.q.Post((*requestDone)(r))
 }
 
 // requestDone is a Request seen as the bh.Item that delivers its Done.

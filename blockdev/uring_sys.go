@@ -101,14 +101,12 @@ const (
 	setupSubmitAll = 1 << 7
 
 	featSingleMmap = 1 << 0
-	featExtArg     = 1 << 8
 
 	offSQRing = 0
 	offCQRing = 0x8000000
 	offSQEs   = 0x10000000
 
 	enterGetEvents = 1 << 0
-	enterExtArg    = 1 << 3
 
 	registerFiles         = 2
 	unregisterFiles       = 3
@@ -225,27 +223,6 @@ func (r *ring) enter(toSubmit, minComplete, flags uint32) (int, error) {
 		return int(n), e
 	}
 	return int(n), nil
-}
-
-// geteventsArg is struct io_uring_getevents_arg (24 bytes), the argument of
-// io_uring_enter with IORING_ENTER_EXT_ARG.
-type geteventsArg struct {
-	sigmask   uint64
-	sigmaskSz uint32
-	minWait   uint32
-	ts        uint64 // *__kernel_timespec
-}
-
-// waitTimeout blocks until a CQE is ready or timeout passes (ETIME). arg
-// and ts are the caller's, preallocated: the reaper allocates nothing.
-func (r *ring) waitTimeout(arg *geteventsArg, ts *unix.Timespec) error {
-	arg.ts = uint64(uintptr(unsafe.Pointer(ts)))
-	_, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 1, enterGetEvents|enterExtArg,
-		uintptr(unsafe.Pointer(arg)), unsafe.Sizeof(*arg))
-	if e != 0 {
-		return e
-	}
-	return nil
 }
 
 func (r *ring) register(opcode uintptr, arg unsafe.Pointer, nrArgs uintptr) error {
