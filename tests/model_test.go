@@ -48,11 +48,12 @@ const (
 )
 
 // TestRandomOpsModel runs several thousand seeded random operations on the
-// mount (io=uring and io=sync) and checks each result against modelFS.
-// TFS_MODEL_SEED replays a run; the seed is printed on failure.
+// mount (io=uring, io=sync, and io=uring with the kernel's writeback cache)
+// and checks each result against modelFS. TFS_MODEL_SEED replays a run;
+// the seed is printed on failure.
 func TestRandomOpsModel(t *testing.T) {
-	for _, io := range []string{"uring", "sync"} {
-		t.Run("io="+io, func(t *testing.T) {
+	for _, opts := range []string{"io=uring", "io=sync", "io=uring,writeback_cache"} {
+		t.Run(opts, func(t *testing.T) {
 			seeds := []int64{time.Now().UnixNano(), time.Now().UnixNano() + 1, time.Now().UnixNano() + 2}
 			if s := os.Getenv("TFS_MODEL_SEED"); s != "" {
 				seed, _ := strconv.ParseInt(s, 10, 64)
@@ -65,7 +66,7 @@ func TestRandomOpsModel(t *testing.T) {
 							t.Logf("replay with TFS_MODEL_SEED=%d", seed)
 						}
 					})
-					m := freshMount(t, "128M", "io="+io)
+					m := freshMount(t, "128M", opts)
 					m = runModel(t, m, seed, 5000)
 					m.finish()
 				})

@@ -81,8 +81,14 @@ func mountAt(t *testing.T, img, dir string, opts ...string) *mount {
 
 // startMount is mountAt that returns the failure instead of failing the
 // test, for tests that expect a mount to be refused.
+//
+// TFS_E2E_MOUNT_OPTS adds options to every mount, to run the whole suite
+// in another configuration (for example writeback_cache).
 func startMount(t *testing.T, img, dir string, opts ...string) (*mount, error) {
 	t.Helper()
+	if extra := os.Getenv("TFS_E2E_MOUNT_OPTS"); extra != "" {
+		opts = append(opts, extra)
+	}
 	m := &mount{t: t, Image: img, Dir: dir, Opts: strings.Join(opts, ","),
 		stderr: &syncBuffer{}, exited: make(chan struct{})}
 	args := []string{"-f"}

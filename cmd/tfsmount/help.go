@@ -52,6 +52,8 @@ mount of it is refused.
      ignore_chmod      chmod/chown always succeed (TFS stores only a file's
                        exec and readonly flags, which chmod still sets; by
                        default any other change fails with EPERM)
+     writeback_cache   the kernel keeps written data in its page cache and
+                       sends it in large batches (FUSE writeback cache)
      cache_size=N      page cache budget in bytes (K, M, G suffixes; default 256M)
      io=auto|uring|sync  device I/O engine (default auto: io_uring if it works)
      partition=root|boot|OFFSET  which volume of a partitioned image

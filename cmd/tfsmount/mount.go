@@ -227,6 +227,7 @@ func serve(a mountArgs, ready *os.File) int {
 		KernelOpts: kernelOpts,
 		Debug:      o.Debug,
 		Logger:     logger,
+		Writeback:  o.WritebackCache,
 	})
 	if err != nil {
 		closeVolume(st, logf)

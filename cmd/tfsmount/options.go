@@ -24,6 +24,7 @@ type mountOptions struct {
 	Debug              bool
 	Stats              bool
 	IgnoreChmod        bool
+	WritebackCache     bool   // the kernel buffers writes (FUSE writeback_cache)
 	LogFile            string // daemon messages go here instead of syslog
 	// Remount asks to change the flags of an existing mount (mount -o
 	// remount); the flags come from vfsFlags.
@@ -118,6 +119,10 @@ func parseMountOptions(list string, o *mountOptions) error {
 			o.Stats = true
 		case "ignore_chmod":
 			o.IgnoreChmod = true
+		case "writeback_cache":
+			o.WritebackCache = true
+		case "no_writeback_cache":
+			o.WritebackCache = false
 		case "remount":
 			o.Remount = true
 		case "log":

@@ -22,6 +22,8 @@ func TestParseMountOptions(t *testing.T) {
 		{"allow_other,default_permissions,ignore_chmod,debug,stats", func(o *mountOptions) {
 			o.AllowOther, o.DefaultPermissions, o.IgnoreChmod, o.Debug, o.Stats = true, true, true, true, true
 		}, ""},
+		{"writeback_cache", func(o *mountOptions) { o.WritebackCache = true }, ""},
+		{"writeback_cache,no_writeback_cache", func(o *mountOptions) {}, ""},
 		{"cache_size=512M,io=sync", func(o *mountOptions) { o.CacheSize, o.IO = 512<<20, "sync" }, ""},
 		{"partition=boot", func(o *mountOptions) { o.Partition = "boot" }, ""},
 		{"partition=1048576", func(o *mountOptions) { o.Partition = "1048576" }, ""},

@@ -33,12 +33,16 @@ type Config struct {
 
 // MountOptions are the FUSE-level settings of a mount.
 type MountOptions struct {
-	FsName       string      // the mount source shown by df/findmnt: the IMAGE argument as given
-	AllowOther   bool        // let users other than the mounter access the mount
-	KernelOpts   []string    // passed to the kernel as -o (default_permissions, ro, ...)
-	Debug        bool        // log every FUSE request
-	MaxReadAhead int         // 0: 1 MiB
-	Logger       *log.Logger // go-fuse's diagnostics and debug lines (nil: standard logger)
+	FsName       string   // the mount source shown by df/findmnt: the IMAGE argument as given
+	AllowOther   bool     // let users other than the mounter access the mount
+	KernelOpts   []string // passed to the kernel as -o (default_permissions, ro, ...)
+	Debug        bool     // log every FUSE request
+	MaxReadAhead int      // 0: 1 MiB
+	// Writeback lets the kernel keep written data in its page cache and
+	// send it later in large batches (FUSE writeback_cache); the kernel
+	// then keeps mtime and size itself and tells us with SETATTR.
+	Writeback bool
+	Logger    *log.Logger // go-fuse's diagnostics and debug lines (nil: standard logger)
 }
 
 // mount is the state every node of one mount shares. It is immutable after
@@ -155,6 +159,9 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) 
 			// Locks are kept by the kernel for the local mount.
 			EnableLocks: false,
 		},
+	}
+	if mo.Writeback {
+		opts.MountOptions.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
 	}
 	srv := &Server{dir: dir}
 	where := dir
