@@ -2,6 +2,7 @@ package blockdev
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 	"unsafe"
 
@@ -16,14 +17,31 @@ import (
 // pinning pages per request.
 //
 // The table is registered sparse and updated as the heap maps and unmaps
-// slabs (heap.PagePool.Watch). A slab is only unmapped when none of its
-// pages is allocated, so no request in flight can refer to it.
+// slabs (heap.PagePool.Watch). A table update can take milliseconds (the
+// kernel waits for the ring's resources to quiesce), and the heap tells us
+// with its lock held, so updates for new slabs are made by a registrar
+// goroutine in the order they were announced: until its update is done a
+// slab is simply absent from byBase and its buffers go out as READV/WRITEV.
+// An unmap waits for the registrar, so the table never refers to memory the
+// heap has given back. A slab is only unmapped when none of its pages is
+// allocated, so no request in flight can refer to it.
 type fixedBuffers struct {
-	r      *ring
-	pool   *heap.PagePool
-	cancel func()
-	mu     sync.RWMutex
-	byBase map[uintptr]int // slab base address -> registered index
+	r       *ring
+	pool    *heap.PagePool
+	cancel  func()
+	updates chan slabUpdate // to the registrar; never full (see slabChanged)
+	done    chan struct{}   // closed when the registrar has exited
+	mu      sync.RWMutex
+	byBase  map[uintptr]int // slab base address -> registered index
+}
+
+// slabUpdate is one table change: slab idx now holds mem, or nothing (mem
+// nil). ack, if set, is closed once the table no longer refers to the
+// slab's old memory.
+type slabUpdate struct {
+	idx int
+	mem []byte
+	ack chan struct{}
 }
 
 func registerPool(r *ring, pool *heap.PagePool) (*fixedBuffers, error) {
@@ -31,32 +49,68 @@ func registerPool(r *ring, pool *heap.PagePool) (*fixedBuffers, error) {
 	if err := r.register(registerBuffers2, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
 		return nil, fmt.Errorf("register %d sparse buffers: %w", reg.nr, err)
 	}
-	fb := &fixedBuffers{r: r, pool: pool, byBase: map[uintptr]int{}}
+	// Between two unmaps of a slab at most one map of it is queued, and an
+	// unmap (or a settle) waits for the queue to drain: MaxSlabs+1 entries
+	// never fill.
+	fb := &fixedBuffers{r: r, pool: pool, byBase: map[uintptr]int{},
+		updates: make(chan slabUpdate, pool.MaxSlabs()+1), done: make(chan struct{})}
+	go fb.registrar()
 	fb.cancel = pool.Watch(fb.slabChanged)
 	return fb, nil
 }
 
-// slabChanged is the heap's notice that slab idx now holds mem (mapped) or
-// nothing (mem == nil, about to be unmapped). A failed registration only
-// means that slab's buffers use READV/WRITEV.
+// slabChanged is the heap's notice, under its lock, that slab idx now holds
+// mem (mapped) or nothing (mem == nil, about to be unmapped).
 func (fb *fixedBuffers) slabChanged(idx int, mem []byte) {
-	var iov unix.Iovec
 	if mem != nil {
-		iov.Base = &mem[0]
-		iov.SetLen(len(mem))
-	}
-	up := rsrcUpdate2{offset: uint32(idx), data: uint64(uintptr(unsafe.Pointer(&iov))), nr: 1}
-	fb.mu.Lock()
-	defer fb.mu.Unlock()
-	for base, i := range fb.byBase {
-		if i == idx {
-			delete(fb.byBase, base)
-		}
-	}
-	if err := fb.r.register(registerBuffersUpdate, unsafe.Pointer(&up), unsafe.Sizeof(up)); err != nil || mem == nil {
+		fb.updates <- slabUpdate{idx: idx, mem: mem}
 		return
 	}
-	fb.byBase[uintptr(unsafe.Pointer(&mem[0]))] = idx
+	ack := make(chan struct{})
+	fb.updates <- slabUpdate{idx: idx, ack: ack}
+	<-ack
+}
+
+// settle waits until every update announced so far is in the table.
+func (fb *fixedBuffers) settle() {
+	ack := make(chan struct{})
+	fb.updates <- slabUpdate{idx: -1, ack: ack}
+	<-ack
+}
+
+// registrar applies table updates in order. A failed registration only
+// means that slab's buffers use READV/WRITEV.
+func (fb *fixedBuffers) registrar() {
+	defer close(fb.done)
+	for u := range fb.updates {
+		if u.idx < 0 { // a settle barrier
+			close(u.ack)
+			continue
+		}
+		fb.mu.Lock()
+		for base, i := range fb.byBase {
+			if i == u.idx {
+				delete(fb.byBase, base)
+			}
+		}
+		fb.mu.Unlock()
+		var iov unix.Iovec
+		if u.mem != nil {
+			iov.Base = &u.mem[0]
+			iov.SetLen(len(u.mem))
+		}
+		up := rsrcUpdate2{offset: uint32(u.idx), data: uint64(uintptr(unsafe.Pointer(&iov))), nr: 1}
+		err := fb.r.register(registerBuffersUpdate, unsafe.Pointer(&up), unsafe.Sizeof(up))
+		runtime.KeepAlive(&iov)
+		if err == nil && u.mem != nil {
+			fb.mu.Lock()
+			fb.byBase[uintptr(unsafe.Pointer(&u.mem[0]))] = u.idx
+			fb.mu.Unlock()
+		}
+		if u.ack != nil {
+			close(u.ack)
+		}
+	}
 }
 
 // index is the registered index of the slab holding b, or -1.
@@ -99,4 +153,10 @@ func (fb *fixedBuffers) run(bufs [][]byte) int {
 	return n
 }
 
-func (fb *fixedBuffers) close() { fb.cancel() }
+// close stops following the heap and waits for the registrar, so no table
+// update races with the ring's teardown.
+func (fb *fixedBuffers) close() {
+	fb.cancel()
+	close(fb.updates)
+	<-fb.done
+}

@@ -106,6 +106,7 @@ func TestFixedBuffersUsedForPoolPages(t *testing.T) {
 			pool.Free(p)
 		}
 	}()
+	u.fixed.settle() // the new slab's registration is asynchronous
 	if n := u.fixed.run(pages); n != 4 {
 		t.Fatalf("run of 4 adjacent pages = %d, want 4", n)
 	}
@@ -167,6 +168,7 @@ func TestScatteredPoolPagesGoOutVectored(t *testing.T) {
 			pool.Free(p)
 		}
 	}()
+	u.fixed.settle() // the new slab's registration is asynchronous
 	// Every other page: 32 runs of one page each. Then the 64 pages that
 	// are contiguous (a 256 KiB run) followed by 4 scattered ones.
 	var scattered [][]byte

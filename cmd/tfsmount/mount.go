@@ -177,6 +177,12 @@ func serve(a mountArgs, ready *os.File) int {
 		return exitMountFail
 	}
 
+	if stop, err := startCPUProfile(); err != nil {
+		logf("%v", err)
+	} else {
+		defer stop()
+	}
+
 	o := a.opts
 	cacheSize := o.CacheSize
 	if cacheSize == 0 {
