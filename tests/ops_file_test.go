@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -292,6 +293,9 @@ func TestFallocate(t *testing.T) {
 }
 
 func TestSeekDataHole(t *testing.T) {
+	if strings.Contains(os.Getenv("TFS_E2E_MOUNT_OPTS"), "writeback_cache") {
+		t.Skip("with writeback_cache the kernel answers seeks and reports no holes (TestSeekSeesUnsyncedData)")
+	}
 	m := freshMount(t, "64M")
 	p := m.Path("s")
 	f, err := os.Create(p)
@@ -324,6 +328,43 @@ func TestSeekDataHole(t *testing.T) {
 	wantErrno(t, "SEEK_DATA past EOF", err, unix.ENXIO)
 	f.Close()
 	m.finish()
+}
+
+// Data written and not yet synced counts as data for SEEK_DATA and
+// SEEK_HOLE, also with the kernel's writeback cache, where it may still be
+// only in the kernel (the kernel asks the daemon without writing it back
+// first; that mount leaves seeking to the kernel, which reports no holes).
+func TestSeekSeesUnsyncedData(t *testing.T) {
+	for _, opts := range [][]string{nil, {"writeback_cache"}} {
+		t.Run(strings.Join(append([]string{"rw"}, opts...), ","), func(t *testing.T) {
+			m := freshMount(t, "64M", opts...)
+			f, err := os.Create(m.Path("s"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if err := f.Truncate(1 << 20); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt([]byte{7}, 512<<10); err != nil {
+				t.Fatal(err)
+			}
+			fd := int(f.Fd())
+			data, err := unix.Seek(fd, 0, unix.SEEK_DATA)
+			if err != nil || data > 512<<10 {
+				t.Errorf("SEEK_DATA from 0 = %d, %v; want at most %d", data, err, 512<<10)
+			}
+			hole, err := unix.Seek(fd, 512<<10, unix.SEEK_HOLE)
+			if err != nil || hole <= 512<<10 {
+				t.Errorf("SEEK_HOLE from %d = %d, %v; want past it", 512<<10, hole, err)
+			}
+			f.Close()
+			m.finish()
+		})
+	}
 }
 
 func TestStatfsFreeSpace(t *testing.T) {

@@ -171,8 +171,14 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, size u
 var _ = (fs.NodeLseeker)((*node)(nil))
 
 // Lseek answers SEEK_DATA and SEEK_HOLE (the only whence values the kernel
-// forwards) from the extent map.
+// forwards) from the extent map. With the kernel's writeback cache the
+// newest data may still be only in the kernel, which does not write it
+// back before asking: ENOSYS makes the kernel answer for the whole mount
+// from its own size, with no holes, which is always correct.
 func (n *node) Lseek(ctx context.Context, f fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if n.m.writeback {
+		return 0, syscall.ENOSYS
+	}
 	if off > 1<<62 {
 		return 0, syscall.ENXIO
 	}

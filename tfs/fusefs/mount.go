@@ -55,6 +55,9 @@ type mount struct {
 	limit  logLimiter
 	// ctimes holds in-memory change times (ctime.go).
 	ctimes sync.Map
+	// writeback: the kernel's writeback cache is on (set by Mount before
+	// the first request).
+	writeback bool
 }
 
 func (m *mount) logf(format string, args ...any) {
@@ -162,6 +165,7 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) 
 	}
 	if mo.Writeback {
 		opts.MountOptions.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
+		r.m.writeback = true
 	}
 	srv := &Server{dir: dir}
 	where := dir
