@@ -1,6 +1,9 @@
 package tfs
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // fallocate and SEEK_DATA/SEEK_HOLE (tfs-format.md §5.7, notes §6).
 
@@ -20,7 +23,12 @@ func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error {
 	}
 	switch mode {
 	case 0, FallocKeepSize:
-		return fs.allocate(n, mode, off, length)
+		for attempt := 0; ; attempt++ {
+			err := fs.allocate(n, mode, off, length)
+			if !errors.Is(err, errENOSPC) || !fs.waitForOrphan(attempt) {
+				return err
+			}
+		}
 	case FallocPunchHole | FallocKeepSize:
 		return fs.punch(n, off, length)
 	case FallocZeroRange, FallocZeroRange | FallocKeepSize:

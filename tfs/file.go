@@ -92,7 +92,42 @@ func (fs *FS) Release(n *Node) {
 			fs.dropFileLocked(n)
 			fs.mu.Unlock()
 		}
+		fs.mu.Lock()
+		fs.orphans--
+		close(fs.orphanFreed)
+		fs.orphanFreed = make(chan struct{})
+		fs.mu.Unlock()
 	}
+}
+
+// orphanWaits is how many times an allocation that found no space waits
+// for an unlinked open file to be released, and orphanWait how long each.
+const (
+	orphanWaits = 3
+	orphanWait  = 100 * time.Millisecond
+)
+
+// waitForOrphan is for an allocation that found no free space. A file
+// unlinked while open keeps its blocks until its last release, and the
+// kernel sends RELEASE only after close(2) has returned: "rm big; cp new ."
+// right after a close would otherwise fail with ENOSPC for space that is
+// about to come back. Like ext4 retrying an allocation after a journal
+// commit, wait a little for such a release. It reports whether to retry
+// (attempt counts from 0); false when no unlinked file is open.
+func (fs *FS) waitForOrphan(attempt int) bool {
+	fs.mu.Lock()
+	orphans, freed := fs.orphans, fs.orphanFreed
+	fs.mu.Unlock()
+	if orphans == 0 || attempt >= orphanWaits {
+		return false
+	}
+	t := time.NewTimer(orphanWait)
+	defer t.Stop()
+	select {
+	case <-freed:
+	case <-t.C:
+	}
+	return true
 }
 
 // dropFileLocked frees every block and reservation of a file that no

@@ -39,12 +39,17 @@ type FS struct {
 	data     dataCache
 	reserved uint64 // blocks promised to delayed allocation
 	dirty    map[*Node]bool
-	closed   atomic.Bool // set once, under mu; checkWritable reads it without
-	delay    time.Duration
-	stop     chan struct{}
-	stopped  chan struct{}
-	kick     chan struct{} // asks the flusher to write now
-	discards [][2]uint64   // freed block ranges to discard after the next log write
+	// orphans counts files unlinked while open, whose blocks come back at
+	// their last Release; orphanFreed is closed (and replaced) each time
+	// one is released.
+	orphans     int
+	orphanFreed chan struct{}
+	closed      atomic.Bool // set once, under mu; checkWritable reads it without
+	delay       time.Duration
+	stop        chan struct{}
+	stopped     chan struct{}
+	kick        chan struct{} // asks the flusher to write now
+	discards    [][2]uint64   // freed block ranges to discard after the next log write
 }
 
 // Mount finds the volume, replays its log and derives free space.
@@ -65,7 +70,7 @@ func Mount(dev blockdev.Device, opts Options) (*FS, error) {
 func load(dev blockdev.Device, opts Options) (*FS, []problem, error) {
 	q := opts.Queue
 	fs := &FS{q: q, ro: opts.ReadOnly || dev.ReadOnly(), dirty: map[*Node]bool{}, nextIno: 1,
-		kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), orphanFreed: make(chan struct{})}
 	loc, err := locateVolume(dev, opts.Partition)
 	if err != nil {
 		return nil, nil, err

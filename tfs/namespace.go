@@ -183,7 +183,8 @@ func (fs *FS) unrefLocked(n *Node) (fileData, error) {
 	}
 	delete(fs.dirty, n)
 	if n.opens > 0 {
-		return nil, nil // the last Release frees it
+		fs.orphans++ // the last Release frees it
+		return nil, nil
 	}
 	fd := takeFileDataLocked(n)
 	if fd == nil {

@@ -526,3 +526,38 @@ func TestAllocHalving(t *testing.T) {
 		t.Errorf("allocation with only small runs: %v, want ENOSPC", err)
 	}
 }
+
+// Space held by a file unlinked while open comes back at its last
+// Release. A write that runs out of space while such a release is pending
+// (the kernel sends RELEASE after close(2) returns) waits for it instead
+// of failing; with nothing unlinked and open, ENOSPC comes at once.
+func TestWriteWaitsForUnlinkedOpenFile(t *testing.T) {
+	dev := newVolume(t, 16<<20, "")
+	fs := mountMem(t, dev, Options{})
+	defer fs.Close()
+	free := fs.StatFS().Free * blockSize
+	old := mk(t)(fs.Create(fs.Root(), "old", true))
+	fs.Open(old)
+	writeAll(t, fs, old, pattern(1, int(free*3/4)), 0)
+	must(t, fs.Sync())
+	must(t, fs.Unlink(fs.Root(), "old"))
+
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		fs.Release(old)
+		close(released)
+	}()
+	data := pattern(2, int(free/2))
+	nf := mk(t)(fs.Create(fs.Root(), "new", true))
+	writeAll(t, fs, nf, data, 0) // needs the old file's space
+	<-released
+	must(t, fs.Sync())
+	checkContent(t, fs, "/new", data)
+
+	// Nothing unlinked is open: ENOSPC without waiting for anything.
+	g := mk(t)(fs.Create(fs.Root(), "big", true))
+	if _, err := fs.Write(g, make([]byte, free), 0); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("oversized write: %v, want ENOSPC", err)
+	}
+}
