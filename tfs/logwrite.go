@@ -22,10 +22,12 @@ const (
 	compactObsolete = 8192
 )
 
-// extWrite is a byte range of an extension image waiting to be written.
+// extWrite is a byte range of an extension image waiting to be written:
+// image bytes [from, to), with buf holding the image from byte base on.
 type extWrite struct {
 	ext      extension
 	buf      []byte
+	base     int
 	from, to int
 }
 
@@ -206,11 +208,11 @@ func (w *logWriter) take() (logBatch, error) {
 	}
 	writes := w.done
 	if w.dirtyFrom >= 0 {
+		// Only the blocks to write are copied.
 		from := w.dirtyFrom / blockSize * blockSize
 		to := min((w.used+1+blockSize-1)/blockSize*blockSize, len(w.buf))
-		img := make([]byte, len(w.buf))
-		copy(img[from:to], w.buf[from:to])
-		writes = append(writes, extWrite{ext: w.ext, buf: img, from: w.dirtyFrom, to: w.used + 1})
+		img := append([]byte(nil), w.buf[from:to]...)
+		writes = append(writes, extWrite{ext: w.ext, buf: img, base: from, from: w.dirtyFrom, to: w.used + 1})
 	}
 	w.done = nil
 	w.dirtyFrom = -1
@@ -224,8 +226,8 @@ func (fs *FS) writeBatch(b logBatch) error {
 	for i := len(b.writes) - 1; i >= 0; i-- {
 		x := b.writes[i]
 		from := x.from / blockSize * blockSize
-		to := min((x.to+blockSize-1)/blockSize*blockSize, len(x.buf))
-		if err := blockdev.WriteAt(fs.dev, x.buf[from:to], int64(x.ext.start)*blockSize+int64(from)); err != nil {
+		to := min((x.to+blockSize-1)/blockSize*blockSize, x.base+len(x.buf))
+		if err := blockdev.WriteAt(fs.dev, x.buf[from-x.base:to-x.base], int64(x.ext.start)*blockSize+int64(from)); err != nil {
 			return fmt.Errorf("write log extension at block %d: %w", x.ext.start, err)
 		}
 	}
