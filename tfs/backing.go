@@ -1,7 +1,6 @@
 package tfs
 
 import (
-	"errors"
 	"github.com/tfsmount/tfsmount/pagecache"
 )
 
@@ -87,12 +86,7 @@ func (n *Node) forEachGap(b0, b1 uint64, fn func(g0, g1 uint64) error) error {
 // Reserve sets aside blocks for the unallocated part of [off, off+n). Out
 // of space, it first waits for unlinked open files to be released.
 func (b backing) Reserve(off, n int64) error {
-	for attempt := 0; ; attempt++ {
-		err := b.reserve(off, n)
-		if !errors.Is(err, errENOSPC) || !b.fs.waitForOrphan(attempt) {
-			return err
-		}
-	}
+	return b.fs.allocWaitingForOrphans(func() error { return b.reserve(off, n) })
 }
 
 func (b backing) reserve(off, n int64) error {

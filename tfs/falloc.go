@@ -1,9 +1,6 @@
 package tfs
 
-import (
-	"errors"
-	"fmt"
-)
+import "fmt"
 
 // fallocate and SEEK_DATA/SEEK_HOLE (tfs-format.md §5.7, notes §6).
 
@@ -23,12 +20,7 @@ func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error {
 	}
 	switch mode {
 	case 0, FallocKeepSize:
-		for attempt := 0; ; attempt++ {
-			err := fs.allocate(n, mode, off, length)
-			if !errors.Is(err, errENOSPC) || !fs.waitForOrphan(attempt) {
-				return err
-			}
-		}
+		return fs.allocWaitingForOrphans(func() error { return fs.allocate(n, mode, off, length) })
 	case FallocPunchHole | FallocKeepSize:
 		return fs.punch(n, off, length)
 	case FallocZeroRange, FallocZeroRange | FallocKeepSize:

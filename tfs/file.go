@@ -1,6 +1,7 @@
 package tfs
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -78,26 +79,23 @@ func (fs *FS) Release(n *Node) {
 	if n.opens > 0 {
 		n.opens--
 	}
-	gone := n.opens == 0 && n.links == 0 && n.kind == KindFile
+	gone := n.opens == 0 && n.orphan
 	var fd fileData
 	if gone {
+		n.orphan = false
 		fd = takeFileDataLocked(n)
 	}
 	fs.mu.Unlock()
-	if gone {
-		if fd != nil {
-			fs.finishDrop(n, fd)
-		} else {
-			fs.mu.Lock()
-			fs.dropFileLocked(n)
-			fs.mu.Unlock()
-		}
-		fs.mu.Lock()
-		fs.orphans--
-		close(fs.orphanFreed)
-		fs.orphanFreed = make(chan struct{})
-		fs.mu.Unlock()
+	if !gone {
+		return
 	}
+	dropCached(fd)
+	fs.mu.Lock()
+	fs.dropFileLocked(n)
+	fs.orphans--
+	close(fs.orphanFreed)
+	fs.orphanFreed = make(chan struct{})
+	fs.mu.Unlock()
 }
 
 // orphanWaits is how many times an allocation that found no space waits
@@ -107,13 +105,26 @@ const (
 	orphanWait  = 100 * time.Millisecond
 )
 
-// waitForOrphan is for an allocation that found no free space. A file
-// unlinked while open keeps its blocks until its last release, and the
-// kernel sends RELEASE only after close(2) has returned: "rm big; cp new ."
-// right after a close would otherwise fail with ENOSPC for space that is
-// about to come back. Like ext4 retrying an allocation after a journal
-// commit, wait a little for such a release. It reports whether to retry
-// (attempt counts from 0); false when no unlinked file is open.
+// allocWaitingForOrphans runs alloc and, while it fails for lack of space
+// and files unlinked while open may still give theirs back, waits a little
+// and runs it again. A file unlinked while open keeps its blocks until its
+// last release, and the kernel sends RELEASE only after close(2) has
+// returned: "rm big; cp new ." right after a close would otherwise fail
+// with ENOSPC for space that is about to come back. Like ext4 retrying an
+// allocation after a journal commit. With no such file, ENOSPC comes at
+// once.
+func (fs *FS) allocWaitingForOrphans(alloc func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := alloc()
+		if !errors.Is(err, errENOSPC) || !fs.waitForOrphan(attempt) {
+			return err
+		}
+	}
+}
+
+// waitForOrphan waits for the next release of a file unlinked while open,
+// or orphanWait, and reports whether that is worth a retry (attempt counts
+// from 0).
 func (fs *FS) waitForOrphan(attempt int) bool {
 	fs.mu.Lock()
 	orphans, freed := fs.orphans, fs.orphanFreed

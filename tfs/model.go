@@ -34,6 +34,7 @@ type Node struct {
 	size       atomic.Int64 // current size; written under fs.mu, read anywhere
 	loggedSize int64        // size as the log (staged or written) has it
 	opens      int
+	orphan     bool                    // unlinked while open: the last Release frees it (FS.orphans counts these)
 	fd         atomic.Pointer[fileRef] // the file's pagecache node, made on first use under fs.mu
 	resv       blockSet                // file blocks reserved for delayed allocation
 	// timesDirty: mtime/atime changed in memory and not yet logged.

@@ -183,7 +183,8 @@ func (fs *FS) unrefLocked(n *Node) (fileData, error) {
 	}
 	delete(fs.dirty, n)
 	if n.opens > 0 {
-		fs.orphans++ // the last Release frees it
+		n.orphan = true // the last Release frees it
+		fs.orphans++
 		return nil, nil
 	}
 	fd := takeFileDataLocked(n)
@@ -199,11 +200,20 @@ func (fs *FS) finishDrop(n *Node, fd fileData) {
 	if fd == nil {
 		return
 	}
-	fd.Truncate(0) // waits for a write-back in progress to the blocks
-	fd.Drop()
+	dropCached(fd)
 	fs.mu.Lock()
 	fs.dropFileLocked(n)
 	fs.mu.Unlock()
+}
+
+// dropCached discards the cached pages of a removed file (fd may be nil),
+// waiting for any write-back to its blocks; only then may they be freed.
+func dropCached(fd fileData) {
+	if fd == nil {
+		return
+	}
+	fd.Truncate(0)
+	fd.Drop()
 }
 
 // Rmdir removes an empty directory.
