@@ -129,11 +129,9 @@ func (c *Cache) retryRoom(attempt int, want int) bool {
 	if c.makeRoom(want) {
 		return true
 	}
-	if !c.ioInFlight() {
-		if attempt >= maxRoomAttempts {
-			c.stats.noMemory.Add(1)
-			return false
-		}
+	if attempt >= maxRoomAttempts && !c.ioInFlight() {
+		c.stats.noMemory.Add(1)
+		return false
 	}
 	time.Sleep(time.Duration(min(attempt, 20)) * 100 * time.Microsecond)
 	return true

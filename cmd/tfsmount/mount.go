@@ -177,11 +177,11 @@ func serve(a mountArgs, ready *os.File) int {
 		return exitMountFail
 	}
 
-	if stop, err := startCPUProfile(); err != nil {
+	stopProfile, err := startCPUProfile()
+	if err != nil {
 		logf("%v", err)
-	} else {
-		defer stop()
 	}
+	defer stopProfile()
 
 	o := a.opts
 	cacheSize := o.CacheSize
