@@ -30,7 +30,8 @@ const (
 // Attr is what stat shows of a node. TFS stores no owner or mode: the FUSE
 // layer synthesises them from the mount options, Exec and ReadOnly.
 type Attr struct {
-	Ino      uint64 // per-mount inode number; the root is 1
+	Ino      uint64 // inode number, stable across mounts until a compaction; the root is 1 (ino.go)
+	Gen      uint32 // generation: differs for another node once given the same Ino
 	Kind     Kind
 	Size     int64 // bytes; for a symlink the target length
 	Blocks   int64 // 512-byte blocks allocated
@@ -143,6 +144,8 @@ type MkfsOptions struct {
 //	func (fs *FS) Compact() error          // rebuild the log now
 //	func Fsck(dev blockdev.Device, opts Options) (*FsckReport, error) // report lists every problem
 //	func (fs *FS) Resolve(path string) (*Node, error) // absolute guest path, no symlink following
+//	func (fs *FS) NodeByIno(ino uint64) (*Node, error) // for file handles (ino.go)
+//	func (fs *FS) Parent(dir *Node) (*Node, string, error)
 //
 // Also available (added with the implementation):
 //

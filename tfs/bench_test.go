@@ -93,8 +93,8 @@ func BenchmarkMount100k(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if fs.nextIno != 100000+100+2 {
-			b.Fatalf("%d nodes", fs.nextIno-1)
+		if len(fs.byIno) != 100000+100+1 {
+			b.Fatalf("%d nodes", len(fs.byIno))
 		}
 		fs.Close()
 	}

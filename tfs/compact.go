@@ -2,6 +2,7 @@ package tfs
 
 import (
 	"fmt"
+	"hash/crc32"
 
 	"github.com/tfsmount/tfsmount/blockdev"
 )
@@ -99,6 +100,7 @@ func (fs *FS) compactLocked() error {
 	for _, e := range old.chain[1:] {
 		fs.freeBlocks(e.start, e.nblocks)
 	}
+	fs.renumberAfterCompaction(old, crc32.Checksum(entry, castagnoli))
 	nw.entries = enc.next
 	nw.obsolete = 0
 	nw.ensureAreas()

@@ -35,7 +35,12 @@ type FS struct {
 	log      *logState
 	w        *logWriter // nil when read-only
 	root     *Node
-	nextIno  uint64
+	// Inode numbering (ino.go): byIno holds every linked node by number.
+	byIno    map[uint64]*Node
+	inoBase  uint64
+	genSum   uint32 // the log generation's firstSum
+	gen      uint32
+	spareIno uint64
 	data     dataCache
 	reserved uint64 // blocks promised to delayed allocation
 	dirty    map[*Node]bool
@@ -69,7 +74,7 @@ func Mount(dev blockdev.Device, opts Options) (*FS, error) {
 // are returned for fsck. A mount fails if there are any.
 func load(dev blockdev.Device, opts Options) (*FS, []problem, error) {
 	q := opts.Queue
-	fs := &FS{q: q, ro: opts.ReadOnly || dev.ReadOnly(), dirty: map[*Node]bool{}, nextIno: 1,
+	fs := &FS{q: q, ro: opts.ReadOnly || dev.ReadOnly(), dirty: map[*Node]bool{},
 		kick: make(chan struct{}, 1), orphanFreed: make(chan struct{})}
 	loc, err := locateVolume(dev, opts.Partition)
 	if err != nil {
@@ -99,6 +104,7 @@ func load(dev blockdev.Device, opts Options) (*FS, []problem, error) {
 	}
 	b := &builder{fs: fs, used: fs.free}
 	fs.root = b.build(rootT)
+	fs.numberTree(d)
 	return fs, b.problems, nil
 }
 

@@ -71,6 +71,15 @@ func checkInvariants(t testing.TB, fs *FS) {
 	if resv != fs.reserved {
 		t.Fatalf("reserved %d blocks, files hold %d", fs.reserved, resv)
 	}
+	// ino.go: byIno is exactly the linked nodes, by their own numbers.
+	for n := range seen {
+		if n.ino == 0 || fs.byIno[n.ino] != n {
+			t.Fatalf("node %d (%v) is not in byIno", n.ino, n.kind)
+		}
+	}
+	if len(fs.byIno) != len(seen) {
+		t.Fatalf("byIno holds %d nodes, the tree %d", len(fs.byIno), len(seen))
+	}
 }
 
 func TestBlockSet(t *testing.T) {

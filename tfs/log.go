@@ -2,6 +2,7 @@ package tfs
 
 import (
 	"fmt"
+	"hash/crc32"
 	"unicode/utf8"
 
 	"github.com/tfsmount/tfsmount/blockdev"
@@ -43,6 +44,9 @@ type logState struct {
 	dangling bool
 	dec      *decoder
 	records  uint64 // complete values decoded
+	// firstSum is the CRC-32C of the first value (the root record): it
+	// names this log generation (ino.go).
+	firstSum uint32
 }
 
 func (l *logState) last() extension { return l.exts[len(l.exts)-1] }
@@ -231,6 +235,7 @@ func (l *logState) decode(b []byte, version int) error {
 		if !h.imm || h.typ != typeTuple {
 			return fmt.Errorf("first record does not start with an immediate tuple (the root)")
 		}
+		l.firstSum = crc32.Checksum(b, castagnoli)
 	}
 	if _, err := l.dec.decodeEntry(b, version); err != nil {
 		return err

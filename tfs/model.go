@@ -21,7 +21,8 @@ import (
 // mount; hard links share one Node.
 type Node struct {
 	t      *tuple
-	ino    uint64
+	ino    uint64 // see FS.byIno for how it is chosen
+	gen    uint32 // the FUSE generation that goes with ino
 	kind   Kind
 	parent *Node // directories: the directory holding it (root: itself)
 	// subdirs counts the directories among a directory's entries, for
@@ -280,11 +281,10 @@ func (b *builder) file(n *Node, path string) {
 	}
 }
 
-// newNode makes the node of t with the next inode number (the root,
-// made first, gets 1).
+// newNode makes the node of t; its inode number is set by setIno once
+// the log has given t an index.
 func (fs *FS) newNode(t *tuple, k Kind) *Node {
-	n := &Node{t: t, kind: k, ino: fs.nextIno}
-	fs.nextIno++
+	n := &Node{t: t, kind: k}
 	t.node = n
 	return n
 }
@@ -320,7 +320,7 @@ func (fs *FS) Getattr(n *Node) Attr {
 }
 
 func (fs *FS) attrLocked(n *Node) Attr {
-	a := Attr{Ino: n.ino, Kind: n.kind, Atime: tfsToTime(n.timeAttr("atime")), Mtime: tfsToTime(n.timeAttr("mtime"))}
+	a := Attr{Ino: n.ino, Gen: n.gen, Kind: n.kind, Atime: tfsToTime(n.timeAttr("atime")), Mtime: tfsToTime(n.timeAttr("mtime"))}
 	_, a.Exec = n.t.attrs["exec"]
 	_, a.ReadOnly = n.t.attrs["readonly"]
 	// A removed node (rmdir, or a rename over it, or the last unlink of an

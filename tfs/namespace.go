@@ -44,6 +44,7 @@ func (fs *FS) addEntry(dir *Node, c *tuple, name string, t *tuple, k Kind) (*Nod
 		return nil, err
 	}
 	n := fs.newNode(t, k)
+	fs.setIno(n)
 	n.links = 1
 	if k == KindDir {
 		n.parent = dir
@@ -178,6 +179,7 @@ func (fs *FS) unrefLocked(n *Node) (fileData, error) {
 	if n.links > 0 {
 		return nil, fs.logEAV(n.t, "nlink", intOf(uint64(n.links)), false)
 	}
+	fs.forgetIno(n)
 	if n.kind != KindFile {
 		return nil, nil
 	}
@@ -237,6 +239,7 @@ func (fs *FS) Rmdir(dir *Node, name string) error {
 		return err
 	}
 	n.links = 0
+	fs.forgetIno(n)
 	dir.subdirs--
 	fs.touchLocked(dir, true)
 	return nil
@@ -366,6 +369,7 @@ func (fs *FS) renameLocked(odir *Node, oc *tuple, oname string, src *Node, ndir 
 	if dst != nil {
 		if dst.kind == KindDir {
 			dst.links = 0
+			fs.forgetIno(dst)
 			ndir.subdirs--
 			return nil
 		}

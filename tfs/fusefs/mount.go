@@ -134,7 +134,10 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) 
 		// Modes are synthesized here; a computed 0 (umask=0777) must stay 0.
 		NullPermissions: true,
 		RootStableAttr:  &fs.StableAttr{Ino: r.m.fs.Getattr(r.tn).Ino},
-		Logger:          mo.Logger,
+		// Node IDs are tfs's inode numbers, which file handles can name
+		// after the kernel forgot a node, or after a remount.
+		ExternalNodeID: true,
+		Logger:         mo.Logger,
 		MountOptions: fuse.MountOptions{
 			// The source shown in /proc/self/mountinfo is the image path
 			// exactly as given: findmnt -S IMAGE and umount IMAGE rely on it.
@@ -150,7 +153,8 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) 
 			// Enough requests in flight for the device queue to fill.
 			MaxBackground: 64,
 			// O_TRUNC arrives with OPEN instead of a separate SETATTR.
-			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			// EXPORT_SUPPORT: open_by_handle_at and NFS export work.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_EXPORT_SUPPORT,
 			Debug:             mo.Debug,
 			Logger:            mo.Logger,
 			// Replies come from Go buffers, never from file descriptors,

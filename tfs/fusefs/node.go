@@ -56,8 +56,9 @@ func (m *mount) permBits(a *tfs.Attr) uint32 {
 	return p &^ mask
 }
 
-// fillAttr writes what stat shows of tn into out.
-func (m *mount) fillAttr(tn *tfs.Node, out *fuse.Attr) {
+// fillAttr writes what stat shows of tn into out and returns tn's
+// generation.
+func (m *mount) fillAttr(tn *tfs.Node, out *fuse.Attr) uint32 {
 	a := m.fs.Getattr(tn)
 	out.Ino = a.Ino
 	out.Mode = kindMode(a.Kind) | m.permBits(&a)
@@ -72,13 +73,40 @@ func (m *mount) fillAttr(tn *tfs.Node, out *fuse.Attr) {
 	atime, mtime := orEpoch(a.Atime), orEpoch(a.Mtime)
 	ctime := m.ctime(tn, mtime)
 	out.SetTimes(&atime, &mtime, &ctime)
+	return a.Gen
 }
 
 // newChild returns the kernel node for tn, a child of n, and fills out.
 func (n *node) newChild(ctx context.Context, tn *tfs.Node, out *fuse.EntryOut) *fs.Inode {
-	n.m.fillAttr(tn, &out.Attr)
+	gen := n.m.fillAttr(tn, &out.Attr)
 	child := &node{m: n.m, tn: tn}
-	return n.NewInode(ctx, child, fs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT, Ino: out.Attr.Ino})
+	return n.NewInode(ctx, child, fs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT, Ino: out.Attr.Ino, Gen: uint64(gen)})
+}
+
+// File handles (name_to_handle_at, NFS export): the kernel keeps a node's
+// number and generation, which tfs keeps stable across mounts (tfs/ino.go).
+// Once the kernel has forgotten the node, it asks for "." of that number
+// (LookupNode) and, for a directory, ".." (LookupParent) to reconnect it.
+
+var _ = (fs.NodeLookupNoder)((*node)(nil))
+
+// LookupNode finds a node by number; go-fuse calls it on the root only.
+func (n *node) LookupNode(ctx context.Context, ino uint64, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	tn, err := n.m.fs.NodeByIno(ino)
+	if err != nil {
+		return nil, n.m.toErrno("lookup by handle", err)
+	}
+	return n.newChild(ctx, tn, out), 0
+}
+
+var _ = (fs.NodeLookupParenter)((*node)(nil))
+
+func (n *node) LookupParent(ctx context.Context, out *fuse.EntryOut) (*fs.Inode, string, syscall.Errno) {
+	p, name, err := n.m.fs.Parent(n.tn)
+	if err != nil {
+		return nil, "", n.m.toErrno("lookup parent", err)
+	}
+	return n.newChild(ctx, p, out), name, 0
 }
 
 var _ = (fs.NodeGetattrer)((*node)(nil))
