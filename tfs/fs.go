@@ -104,7 +104,7 @@ func load(dev blockdev.Device, opts Options) (*FS, []problem, error) {
 	}
 	b := &builder{fs: fs, used: fs.free}
 	fs.root = b.build(rootT)
-	fs.numberTree(d)
+	fs.numberTree(d, b.nodes)
 	return fs, b.problems, nil
 }
 

@@ -47,9 +47,10 @@ func genOf(sum uint32, base uint64) uint32 {
 	return crc32.Update(sum, castagnoli, b[:])
 }
 
-// numberTree gives every node built from the log its dictionary index.
-func (fs *FS) numberTree(d *decoder) {
-	fs.byIno = make(map[uint64]*Node)
+// numberTree gives every node built from the log (nodes of them) its
+// dictionary index.
+func (fs *FS) numberTree(d *decoder, nodes int) {
+	fs.byIno = make(map[uint64]*Node, nodes)
 	fs.genSum = fs.log.firstSum
 	fs.gen = genOf(fs.genSum, 0)
 	fs.spareIno = spareInoBase

@@ -94,6 +94,7 @@ type builder struct {
 	problems []problem
 	dirs     map[*tuple]bool
 	claims   []claim // extents to reserve once the walk is done
+	nodes    int     // nodes made
 }
 
 // claim is an extent waiting to be reserved in the allocator. Reserving
@@ -128,6 +129,7 @@ func kindOf(t *tuple) Kind {
 // build creates the node tree under root, reserving file extents in used.
 func (b *builder) build(rootT *tuple) *Node {
 	root := b.fs.newNode(rootT, KindDir)
+	b.nodes++
 	root.parent = root
 	root.links = 1
 	b.dirs = map[*tuple]bool{rootT: true}
@@ -171,6 +173,7 @@ func (b *builder) build(rootT *tuple) *Node {
 				b.add(path, "children is not a tuple")
 			}
 			n := b.fs.newNode(ct, k)
+			b.nodes++
 			n.links = 1
 			switch k {
 			case KindDir:
