@@ -89,6 +89,31 @@ func NewPagePool(cfg PoolConfig) *PagePool {
 func (p *PagePool) Alloc() ([]byte, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.allocLocked()
+}
+
+// AllocN appends up to k page buffers to bufs under one hold of the lock,
+// as k calls of Alloc would: it stops at the first refusal, and returns
+// that error only if it added no buffer.
+func (p *PagePool) AllocN(bufs [][]byte, k int) ([][]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	had := len(bufs)
+	for i := 0; i < k; i++ {
+		b, err := p.allocLocked()
+		if err != nil {
+			if len(bufs) == had {
+				return bufs, err
+			}
+			break
+		}
+		bufs = append(bufs, b)
+	}
+	return bufs, nil
+}
+
+// allocLocked is Alloc with p.mu held.
+func (p *PagePool) allocLocked() ([]byte, error) {
 	if p.closed || p.inUse >= p.budget || p.fail.trip() {
 		return nil, ErrNoMemory
 	}

@@ -5,6 +5,7 @@ package heap
 import (
 	"fmt"
 	"runtime"
+	"strings"
 )
 
 // slabMap takes the slab from Go memory in the debug build, so the race
@@ -32,9 +33,19 @@ func (o *slabOwner) allocated(pg int) {
 	if o.sites == nil {
 		o.sites = map[int]string{}
 	}
+	// The site is the first caller that is not a PagePool method (Alloc
+	// and AllocN reach here through different depths).
 	site := "unknown"
-	if _, file, line, ok := runtime.Caller(2); ok {
+	for skip := 2; skip < 8; skip++ {
+		pc, file, line, ok := runtime.Caller(skip)
+		if !ok {
+			break
+		}
+		if f := runtime.FuncForPC(pc); f != nil && strings.HasPrefix(f.Name(), "github.com/tfsmount/tfsmount/heap.(*PagePool)") {
+			continue
+		}
 		site = fmt.Sprintf("%s:%d", file, line)
+		break
 	}
 	o.sites[pg] = site
 }

@@ -96,6 +96,47 @@ func TestPagePoolBudgetAndFailureInjection(t *testing.T) {
 	p.FailWhen(nil)
 }
 
+// AllocN hands out pages as that many Allocs would: it stops short at the
+// budget or an injected failure, and fails only when it got nothing.
+func TestPagePoolAllocN(t *testing.T) {
+	p := NewPagePool(PoolConfig{Budget: 5 * PageSize})
+	defer p.Close()
+	bufs, err := p.AllocN(nil, 3)
+	if err != nil || len(bufs) != 3 {
+		t.Fatalf("AllocN(3): %d pages, %v", len(bufs), err)
+	}
+	bufs, err = p.AllocN(bufs, 4) // 2 left in the budget
+	if err != nil || len(bufs) != 5 || p.InUse() != 5 {
+		t.Fatalf("AllocN(4) with 2 left: %d pages (%d in use), %v", len(bufs), p.InUse(), err)
+	}
+	if more, err := p.AllocN(bufs, 1); !errors.Is(err, ErrNoMemory) || len(more) != 5 {
+		t.Fatalf("AllocN over budget: %d pages, %v", len(more), err)
+	}
+	seen := map[*byte]bool{}
+	for _, b := range bufs {
+		if len(b) != PageSize || seen[&b[0]] {
+			t.Fatalf("AllocN returned a bad or repeated page")
+		}
+		seen[&b[0]] = true
+		p.Free(b)
+	}
+	p.FailAfter(2)
+	bufs, err = p.AllocN(nil, 4)
+	if err != nil || len(bufs) != 2 {
+		t.Fatalf("AllocN with a failure after 2: %d pages, %v", len(bufs), err)
+	}
+	if _, err := p.AllocN(nil, 4); !errors.Is(err, ErrNoMemory) {
+		t.Fatalf("AllocN failing at once: %v", err)
+	}
+	p.FailAfter(-1)
+	for _, b := range bufs {
+		p.Free(b)
+	}
+	if p.InUse() != 0 {
+		t.Fatalf("%d pages in use", p.InUse())
+	}
+}
+
 func TestPagePoolReturnsIdleSlabs(t *testing.T) {
 	p := NewPagePool(PoolConfig{Budget: 8 << 20, KeepIdle: 1})
 	defer p.Close()

@@ -47,6 +47,41 @@ func (c *Cache) allocBuf(held *Node) ([]byte, error) {
 	return buf, nil
 }
 
+// allocBufs returns between 1 and k page buffers, or an error, as k calls
+// of allocBuf would but under one hold of the state lock and one of the
+// pool's: a run of new pages costs two lock round trips, not two per page.
+func (c *Cache) allocBufs(held *Node, k int) ([][]byte, error) {
+	st := c.lockState()
+	if c.cachedPages >= c.budget {
+		st.evictLocked(held, c.evictBatch())
+	}
+	k = int(min(int64(k), c.budget-c.cachedPages))
+	if k <= 0 {
+		st.unlock()
+		return nil, heap.ErrNoMemory
+	}
+	c.cachedPages += int64(k)
+	st.unlock()
+	bufs, err := c.pool.AllocN(make([][]byte, 0, k), k)
+	if len(bufs) == 0 && errors.Is(err, heap.ErrNoMemory) {
+		st = c.lockState()
+		freed := st.evictLocked(held, c.evictBatch())
+		st.unlock()
+		if freed > 0 {
+			bufs, err = c.pool.AllocN(bufs, k)
+		}
+	}
+	if short := k - len(bufs); short > 0 {
+		st = c.lockState()
+		c.cachedPages -= int64(short)
+		st.unlock()
+	}
+	if len(bufs) == 0 {
+		return nil, err
+	}
+	return bufs, nil
+}
+
 // evictBatch is how many pages an allocation evicts when the cache is
 // full: a few at once so eviction is not paid page by page, but never a
 // large share of a small cache.

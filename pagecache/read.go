@@ -278,16 +278,9 @@ func (n *Node) allocRunLocked(idx, max int64) (int, error) {
 		st.evictLocked(n, int(over))
 	}
 	st.unlock()
-	var bufs [][]byte
-	for i := idx; i < idx+want; i++ {
-		buf, err := n.c.allocBuf(n)
-		if err != nil {
-			if len(bufs) == 0 {
-				return 0, err
-			}
-			break
-		}
-		bufs = append(bufs, buf)
+	bufs, err := c.allocBufs(n, int(want))
+	if err != nil {
+		return 0, err
 	}
 	sortByAddress(bufs)
 	st = c.lockState()

@@ -198,42 +198,76 @@ func (wr *writeOp) copyLocked(pos int64) (int64, writeStop, *page, *opWait) {
 				return pos, stopNoMemory, nil, nil
 			}
 		}
-		pg := n.pages[idx]
-		st := c.lockState()
-		switch pg.state {
-		case stateReading, stateWriting:
-			w := c.newWait()
-			pg.waiters = append(pg.waiters, w.m.Add())
-			st.unlock()
-			return pos, stopWait, nil, w
-		case stateAlloc:
-			if wr.needsFill(idx) {
-				pg.refs++
-				wr.pins = append(wr.pins, pg)
-				st.setState(pg, stateReading)
-				st.unlock()
-				return pos, stopFill, pg, c.newWait()
-			}
-			// Every byte that matters is written now; the rest is past
-			// EOF and must read as zeros.
-			in := pos % PageSize
-			clear(pg.buf[:in])
-			clear(pg.buf[min(PageSize, in+wr.end-pos):])
+		var claimed [claimBatch]*page
+		k, stop, pg, w := wr.claim(idx, claimed[:0])
+		if k == 0 {
+			return pos, stop, pg, w
 		}
-		st.unlock()
-		in := pos % PageSize
-		k := int64(copy(pg.buf[in:], wr.p[pos-wr.off:]))
-		st = c.lockState()
-		if pg.state != stateDirty {
-			st.setState(pg, stateDirty)
-		}
-		st.unlock()
 		if len(n.dirty) == 0 {
 			becameDirty = true
 		}
-		n.dirty[idx] = pg
-		pos += k
+		for _, pg := range claimed[:k] {
+			in := pos % PageSize
+			pos += int64(copy(pg.buf[in:], wr.p[pos-wr.off:]))
+			n.dirty[pg.index] = pg
+		}
 		n.size = max(n.size, pos)
 	}
 	return pos, stopDone, nil, nil
+}
+
+// claimBatch bounds how many pages one hold of the state lock claims.
+const claimBatch = 64
+
+// claim takes the state lock once for a run of consecutive cached pages
+// from idx that the write can copy into, makes each dirty, and appends
+// them to out (returning how many). Pages are made dirty before their
+// bytes are copied; no one can tell, because write-back collects dirty
+// pages, and readers copy out, only under the node lock, which the caller
+// holds until the copies are done. A new page (alloc) gets the bytes the
+// write does not cover zeroed here: they are past EOF.
+//
+// When the first page cannot be claimed, claim returns 0 and why, as
+// copyLocked does: stopWait (a wait part added to the page's waiters) or
+// stopFill (the page pinned and reading). A later page that cannot be
+// claimed just ends the run.
+func (wr *writeOp) claim(idx int64, out []*page) (int, writeStop, *page, *opWait) {
+	n, c := wr.n, wr.n.c
+	last := (wr.end - 1) / PageSize
+	st := c.lockState()
+	defer st.unlock()
+	for ; idx <= last && len(out) < cap(out); idx++ {
+		pg := n.pages[idx]
+		if pg == nil {
+			break
+		}
+		switch pg.state {
+		case stateReading, stateWriting:
+			if len(out) > 0 {
+				return len(out), stopDone, nil, nil
+			}
+			w := c.newWait()
+			pg.waiters = append(pg.waiters, w.m.Add())
+			return 0, stopWait, nil, w
+		case stateAlloc:
+			if wr.needsFill(idx) {
+				if len(out) > 0 {
+					return len(out), stopDone, nil, nil
+				}
+				pg.refs++
+				wr.pins = append(wr.pins, pg)
+				st.setState(pg, stateReading)
+				return 0, stopFill, pg, c.newWait()
+			}
+			from := max(wr.off-pg.off(), 0)
+			to := min(wr.end-pg.off(), PageSize)
+			clear(pg.buf[:from])
+			clear(pg.buf[to:])
+		}
+		if pg.state != stateDirty {
+			st.setState(pg, stateDirty)
+		}
+		out = append(out, pg)
+	}
+	return len(out), stopDone, nil, nil
 }
