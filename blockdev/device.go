@@ -99,6 +99,27 @@ type Device interface {
 	Close() error
 }
 
+// SubmitAll submits every request of rs, as Submit one by one would. A
+// device that can hand several requests to the kernel at once does so
+// (io_uring: one io_uring_enter for the lot, which the kernel's block
+// layer plugs into one batch and one notification of the disk), so
+// callers that have many requests ready, such as a write-back, should
+// prefer it to a loop.
+func SubmitAll(d Device, rs []*Request) {
+	if b, ok := d.(batchSubmitter); ok {
+		b.submitAll(rs)
+		return
+	}
+	for _, r := range rs {
+		d.Submit(r)
+	}
+}
+
+// batchSubmitter is a Device with a cheaper SubmitAll.
+type batchSubmitter interface {
+	submitAll(rs []*Request)
+}
+
 // ErrReadOnly is returned for writes to a read-only device.
 var ErrReadOnly = errors.New("device is read-only")
 

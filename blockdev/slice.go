@@ -22,20 +22,30 @@ func NewSlice(d Device, off, size int64) *Slice {
 }
 
 // Submit shifts r into the inner device. r itself is not modified.
-func (s *Slice) Submit(r *Request) {
+func (s *Slice) Submit(r *Request) { s.inner.Submit(s.shift(r)) }
+
+func (s *Slice) submitAll(rs []*Request) {
+	inner := make([]*Request, len(rs))
+	for i, r := range rs {
+		inner[i] = s.shift(r)
+	}
+	SubmitAll(s.inner, inner)
+}
+
+// shift returns the inner device's request for r.
+func (s *Slice) shift(r *Request) *Request {
 	done := r.Done
 	if err := Check(r, s.size, s.inner.ReadOnly()); err != nil {
 		// The Slice has no queue of its own: send the inner device a
 		// request it must refuse (negative offset), and deliver our error
 		// through its completion, so the error is asynchronous too.
-		s.inner.Submit(&Request{Op: OpRead, Off: -1, Bufs: [][]byte{nil}, Done: func(int64, error) { done(0, err) }})
-		return
+		return &Request{Op: OpRead, Off: -1, Bufs: [][]byte{nil}, Done: func(int64, error) { done(0, err) }}
 	}
 	inner := &Request{Op: r.Op, Off: r.Off + s.off, Bufs: r.Bufs, Length: r.Length, Done: done}
 	if r.Op == OpFlush {
 		inner.Off = 0
 	}
-	s.inner.Submit(inner)
+	return inner
 }
 
 func (s *Slice) Size() int64     { return s.size }

@@ -52,6 +52,9 @@ type uringDev struct {
 	stats Stats
 	why   string
 	sqes  atomic.Uint64 // SQEs published, for tests of request splitting
+	// enters counts io_uring_enter calls that submit, for tests of
+	// batching.
+	enters atomic.Uint64
 
 	life   sync.RWMutex // Submit holds it shared; Close exclusively
 	closed bool
@@ -130,10 +133,28 @@ func newUringDev(f *imageFile, q *bh.Queue, pool *heap.PagePool, depth int) (*ur
 
 // Submit cuts r into parts and queues them, blocking while no slot is free.
 func (u *uringDev) Submit(r *Request) {
-	r.start, r.stats, r.owner = nowNs(), &u.stats, u.imageFile
-	r.parts, r.moved, r.fail = 1, 0, 0
 	u.life.RLock()
 	defer u.life.RUnlock()
+	u.submitLocked(r, true)
+}
+
+// submitAll queues every request and hands them all to the kernel with one
+// io_uring_enter at the end (more only if it has to wait for a slot), so
+// the kernel's block layer sees them as one batch.
+func (u *uringDev) submitAll(rs []*Request) {
+	u.life.RLock()
+	defer u.life.RUnlock()
+	for _, r := range rs {
+		u.submitLocked(r, false)
+	}
+	u.enterPending()
+}
+
+// submitLocked is Submit with u.life held shared; enter says whether to
+// hand r's last part to the kernel now (else the caller does).
+func (u *uringDev) submitLocked(r *Request, enter bool) {
+	r.start, r.stats, r.owner = nowNs(), &u.stats, u.imageFile
+	r.parts, r.moved, r.fail = 1, 0, 0
 	if u.closed {
 		finishNow(u.q, r, 0, fmt.Errorf("%s %s: device closed", r.Op, u.path))
 		return
@@ -144,14 +165,14 @@ func (u *uringDev) Submit(r *Request) {
 	}
 	switch r.Op {
 	case OpRead, OpWrite:
-		u.submitTransfer(r)
+		u.submitTransfer(r, enter)
 	case OpFlush:
 		if u.readOnly {
 			break
 		}
 		s := u.take(r)
 		s.op, s.fd = OpFlush, u.fd
-		u.queue(s, true)
+		u.queue(s, enter)
 	case OpDiscard:
 		off, n, ok := u.discardRange(r.Off, r.Length)
 		if !ok {
@@ -159,16 +180,16 @@ func (u *uringDev) Submit(r *Request) {
 		}
 		s := u.take(r)
 		s.op, s.fd, s.off, s.want = OpDiscard, u.fd, off, n
-		u.queue(s, true)
+		u.queue(s, enter)
 	}
 	u.dropPart(r)
 }
 
 // submitTransfer queues r's parts. SQEs are published as they are filled
 // and handed to the kernel in one io_uring_enter per batch: when the last
-// part is queued, or before blocking for a slot (the parts already queued
-// must reach the kernel, or no slot would ever come back).
-func (u *uringDev) submitTransfer(r *Request) {
+// part is queued (if enter), or before blocking for a slot (the parts
+// already queued must reach the kernel, or no slot would ever come back).
+func (u *uringDev) submitTransfer(r *Request, enter bool) {
 	bufs, off := r.Bufs, r.Off
 	for len(bufs) > 0 {
 		if len(bufs[0]) == 0 {
@@ -194,7 +215,7 @@ func (u *uringDev) submitTransfer(r *Request) {
 		s.want = lenOf(s.bufs)
 		s.fd = u.fdFor(off, s.bufs)
 		bufs, off = bufs[n:], off+s.want
-		u.queue(s, len(bufs) == 0)
+		u.queue(s, enter && len(bufs) == 0)
 	}
 }
 
@@ -323,6 +344,7 @@ func (u *uringDev) enterLocked() {
 			return
 		}
 		_, err := u.r.enter(n, 0, 0)
+		u.enters.Add(1)
 		switch err {
 		case nil, unix.EINTR:
 		case unix.EAGAIN, unix.EBUSY:

@@ -38,6 +38,7 @@ func (n *Node) writeback() error {
 	defer c.wbActive.Add(-1) // runs after releaseRuns, below
 	assertNoLocksHeld("write-back")
 	var w *opWait
+	var reqs []*blockdev.Request
 	for _, r := range runs {
 		if r.len <= 0 {
 			// Wholly past EOF: nothing to write, the page is just clean.
@@ -55,8 +56,12 @@ func (n *Node) writeback() error {
 		}
 		r.prepared = true
 		w = c.lazyWait(w)
-		n.submitRun(r, segs, w)
+		reqs = n.submitRun(r, segs, w, reqs)
 	}
+	// One submission for every run: scattered dirty pages (random
+	// writes) make many small requests, and the device hands them to the
+	// kernel as one batch.
+	blockdev.SubmitAll(c.dev, reqs)
 	if w != nil {
 		w.wait()
 	}
@@ -120,9 +125,10 @@ func (n *Node) collectDirty() []*wbRun {
 	return runs
 }
 
-// submitRun issues one device write per segment of a prepared run; the
-// run's merge moves its pages out of writing when all are done.
-func (n *Node) submitRun(r *wbRun, segs []Segment, w *opWait) {
+// submitRun makes one device write per segment of a prepared run and
+// appends them to reqs for the caller to submit; the run's merge moves its
+// pages out of writing when all are done.
+func (n *Node) submitRun(r *wbRun, segs []Segment, w *opWait, reqs []*blockdev.Request) []*blockdev.Request {
 	c := n.c
 	part := w.m.Add()
 	rm := bh.NewMerge(c.q, func(err error) {
@@ -139,7 +145,7 @@ func (n *Node) submitRun(r *wbRun, segs []Segment, w *opWait) {
 		want := s.Len
 		dev := s.Dev
 		c.stats.writebacks.Add(1)
-		c.dev.Submit(&blockdev.Request{
+		reqs = append(reqs, &blockdev.Request{
 			Op:   blockdev.OpWrite,
 			Off:  s.Dev,
 			Bufs: pageSlices(r.pages, s.Off-r.off, s.Len),
@@ -151,6 +157,7 @@ func (n *Node) submitRun(r *wbRun, segs []Segment, w *opWait) {
 			},
 		})
 	}
+	return reqs
 }
 
 // writeDone moves a run's pages from writing to clean, or back to dirty on
