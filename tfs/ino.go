@@ -29,9 +29,9 @@ import (
 //     base, carries another gen, and the kernel answers ESTALE for it.
 //   - The root is always 1 with gen 0: index 1 is the root in every log.
 //
-// Invariant (checked by checkInos in tests): byIno maps the number of every
-// linked node to that node and nothing else; no two nodes ever share a
-// number during a mount.
+// Invariant (checked by checkInvariants in tests): byIno maps the number
+// of every linked node to that node and nothing else; no two nodes ever
+// share a number during a mount.
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
