@@ -15,41 +15,11 @@ import (
 // progress it made, or the error if it made none. Nothing waits for memory
 // indefinitely.
 
-// allocBuf returns a page buffer, counted against the budget. held is the
-// node whose lock the caller holds (nil if none): its pages can be evicted
-// directly; other nodes' pages only if their lock is free (TryLock).
-func (c *Cache) allocBuf(held *Node) ([]byte, error) {
-	st := c.lockState()
-	if c.cachedPages >= c.budget {
-		st.evictLocked(held, c.evictBatch())
-	}
-	if c.cachedPages >= c.budget {
-		st.unlock()
-		return nil, heap.ErrNoMemory
-	}
-	c.cachedPages++
-	st.unlock()
-	buf, err := c.pool.Alloc()
-	if err != nil && errors.Is(err, heap.ErrNoMemory) {
-		st = c.lockState()
-		freed := st.evictLocked(held, c.evictBatch())
-		st.unlock()
-		if freed > 0 {
-			buf, err = c.pool.Alloc()
-		}
-	}
-	if err != nil {
-		st = c.lockState()
-		c.cachedPages--
-		st.unlock()
-		return nil, err
-	}
-	return buf, nil
-}
-
-// allocBufs returns between 1 and k page buffers, or an error, as k calls
-// of allocBuf would but under one hold of the state lock and one of the
-// pool's: a run of new pages costs two lock round trips, not two per page.
+// allocBufs returns between 1 and k page buffers, or an error, counted
+// against the budget. held is the node whose lock the caller holds (nil if
+// none): its pages can be evicted directly; other nodes' pages only if
+// their lock is free (TryLock). A run of new pages takes the state lock
+// and the pool's lock once each, not once per page.
 func (c *Cache) allocBufs(held *Node, k int) ([][]byte, error) {
 	st := c.lockState()
 	if c.cachedPages >= c.budget {

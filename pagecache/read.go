@@ -245,11 +245,11 @@ func (n *Node) getPage(idx int64) (*page, error) {
 	if pg := n.pages[idx]; pg != nil {
 		return pg, nil
 	}
-	buf, err := n.c.allocBuf(n)
+	bufs, err := n.c.allocBufs(n, 1)
 	if err != nil {
 		return nil, err
 	}
-	pg := &page{node: n, index: idx, buf: buf}
+	pg := &page{node: n, index: idx, buf: bufs[0]}
 	st := n.c.lockState()
 	st.setState(pg, stateAlloc)
 	st.unlock()
