@@ -83,3 +83,58 @@ func TestConcurrentOperations(t *testing.T) {
 		t.Fatalf("tree differs after remount")
 	}
 }
+
+// Two writes past the end of file at once, as the kernel's write-back
+// sends them with writeback_cache: one covers the old end, the other
+// starts beyond it and so zeroes the stale tail of the old last block.
+// The zeroing must not land on the bytes the first write put there.
+func TestConcurrentExtendingWrites(t *testing.T) {
+	dev := newVolume(t, 32<<20, "")
+	fs := mountMem(t, dev, Options{})
+	defer fs.Close()
+	f := mk(t)(fs.Create(fs.Root(), "f", true))
+	fs.Open(f)
+	defer fs.Release(f)
+	for i := 0; i < 300; i++ {
+		// A file whose last block is allocated and holds bytes beyond
+		// EOF: written, synced, then cut in the middle of a block.
+		must(t, fs.Truncate(f, 0))
+		writeAll(t, fs, f, pattern(int64(i), 64<<10), 0)
+		must(t, fs.Fsync(f, true))
+		const end = 20000 // not a multiple of the 512-byte block
+		must(t, fs.Truncate(f, end))
+		a := pattern(int64(i)+1000, 3000) // covers the old end
+		b := pattern(int64(i)+2000, 100)  // starts past it
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if _, err := fs.Write(f, a, end-1000); err != nil {
+				t.Error(err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if _, err := fs.Write(f, b, end+5000); err != nil {
+				t.Error(err)
+			}
+		}()
+		wg.Wait()
+		got := make([]byte, len(a))
+		if _, err := fs.Read(f, got, end-1000); err != nil {
+			t.Fatal(err)
+		}
+		if k := firstDiff(got, a); k >= 0 {
+			t.Fatalf("round %d: byte %d of the write over the old end reads %#x, want %#x", i, end-1000+k, got[k], a[k])
+		}
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range a {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return -1
+}

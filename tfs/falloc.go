@@ -18,6 +18,10 @@ func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error {
 	if err := checkFile(n); err != nil {
 		return err
 	}
+	if mode&FallocKeepSize == 0 {
+		n.extend.Lock() // it may move the end of file (see Write)
+		defer n.extend.Unlock()
+	}
 	switch mode {
 	case 0, FallocKeepSize:
 		return fs.allocWaitingForOrphans(func() error { return fs.allocate(n, mode, off, length) })

@@ -185,6 +185,16 @@ func (fs *FS) Write(n *Node, p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if off+int64(len(p)) > size {
+		// A write past the end zeroes the old last block's tail and
+		// moves the end. Two at once (the kernel's write-back sends
+		// several with writeback_cache) could zero what the other just
+		// wrote there, so they take turns, each with the size the one
+		// before it left.
+		n.extend.Lock()
+		defer n.extend.Unlock()
+		size = n.size.Load()
+	}
 	if off > size {
 		if err := fs.zeroTail(n, fd, size, off); err != nil {
 			return 0, err
@@ -245,6 +255,8 @@ func (fs *FS) Truncate(n *Node, size int64) error {
 	if err := checkFile(n); err != nil {
 		return err
 	}
+	n.extend.Lock() // it moves the end of file (see Write)
+	defer n.extend.Unlock()
 	fd := fs.fileData(n)
 	fs.mu.Lock()
 	if err := fs.checkWritable(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -31,9 +32,13 @@ type Node struct {
 	links   int // directory entries referencing it, in memory
 
 	// Regular files.
-	exts       []*extent    // sorted by file block, disjoint in file space
-	size       atomic.Int64 // current size; written under fs.mu, read anywhere
-	loggedSize int64        // size as the log (staged or written) has it
+	exts []*extent    // sorted by file block, disjoint in file space
+	size atomic.Int64 // current size; written under fs.mu, read anywhere
+	// extend is held by whatever may move the end of file: a Write that
+	// reaches past it, Truncate, Fallocate without KEEP_SIZE. Taken
+	// before fs.mu, never while holding a pagecache lock.
+	extend     sync.Mutex
+	loggedSize int64 // size as the log (staged or written) has it
 	opens      int
 	orphan     bool                    // unlinked while open: the last Release frees it (FS.orphans counts these)
 	fd         atomic.Pointer[fileRef] // the file's pagecache node, made on first use under fs.mu
