@@ -38,7 +38,6 @@ type FS struct {
 	// Inode numbering (ino.go): byIno holds every linked node by number.
 	byIno    map[uint64]*Node
 	inoBase  uint64
-	genSum   uint32 // the log generation's firstSum
 	gen      uint32
 	spareIno uint64
 	data     dataCache

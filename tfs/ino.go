@@ -51,8 +51,7 @@ func genOf(sum uint32, base uint64) uint32 {
 // dictionary index.
 func (fs *FS) numberTree(d *decoder, nodes int) {
 	fs.byIno = make(map[uint64]*Node, nodes)
-	fs.genSum = fs.log.firstSum
-	fs.gen = genOf(fs.genSum, 0)
+	fs.gen = genOf(fs.log.firstSum, 0)
 	fs.spareIno = spareInoBase
 	for i := 1; i < len(d.dict); i++ {
 		if t, ok := d.dict[i].(*tuple); ok && t.node != nil && t.node.ino == 0 {
@@ -95,11 +94,10 @@ func (fs *FS) forgetIno(n *Node) {
 }
 
 // renumberAfterCompaction moves the numbering of new nodes past every
-// index old gave out and makes newSum the generation's checksum. Caller
-// holds mu.
+// index old gave out; newSum is the new log's firstSum. Caller holds mu.
 func (fs *FS) renumberAfterCompaction(old *logWriter, newSum uint32) {
 	fs.inoBase += old.enc.next
-	fs.genSum = newSum
+	fs.log.firstSum = newSum
 	fs.gen = genOf(newSum, fs.inoBase)
 }
 

@@ -45,7 +45,8 @@ type logState struct {
 	dec      *decoder
 	records  uint64 // complete values decoded
 	// firstSum is the CRC-32C of the first value (the root record): it
-	// names this log generation (ino.go).
+	// names this log generation (ino.go). A compaction sets it for the
+	// log it writes.
 	firstSum uint32
 }
 

@@ -22,7 +22,7 @@ import (
 // mount; hard links share one Node.
 type Node struct {
 	t      *tuple
-	ino    uint64 // see FS.byIno for how it is chosen
+	ino    uint64 // how it is chosen: ino.go
 	gen    uint32 // the FUSE generation that goes with ino
 	kind   Kind
 	parent *Node // directories: the directory holding it (root: itself)
@@ -289,8 +289,8 @@ func (b *builder) file(n *Node, path string) {
 	}
 }
 
-// newNode makes the node of t; its inode number is set by setIno once
-// the log has given t an index.
+// newNode makes the node of t; numberTree (mount) or setIno (a new node)
+// gives it its inode number once the log has given t an index.
 func (fs *FS) newNode(t *tuple, k Kind) *Node {
 	n := &Node{t: t, kind: k}
 	t.node = n
