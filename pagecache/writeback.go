@@ -56,7 +56,7 @@ func (n *Node) writeback() error {
 		}
 		r.prepared = true
 		w = c.lazyWait(w)
-		reqs = n.submitRun(r, segs, w, reqs)
+		reqs = n.runRequests(r, segs, w, reqs)
 	}
 	// One submission for every run: scattered dirty pages (random
 	// writes) make many small requests, and the device hands them to the
@@ -125,10 +125,10 @@ func (n *Node) collectDirty() []*wbRun {
 	return runs
 }
 
-// submitRun makes one device write per segment of a prepared run and
+// runRequests makes one device write per segment of a prepared run and
 // appends them to reqs for the caller to submit; the run's merge moves its
 // pages out of writing when all are done.
-func (n *Node) submitRun(r *wbRun, segs []Segment, w *opWait, reqs []*blockdev.Request) []*blockdev.Request {
+func (n *Node) runRequests(r *wbRun, segs []Segment, w *opWait, reqs []*blockdev.Request) []*blockdev.Request {
 	c := n.c
 	part := w.m.Add()
 	rm := bh.NewMerge(c.q, func(err error) {
