@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -95,35 +96,106 @@ func TestFileHandlesSurviveRemount(t *testing.T) {
 	}
 }
 
-// After `tfsmount compact`, handles from before are stale: ESTALE, never
-// another file.
-func TestFileHandlesStaleAfterCompaction(t *testing.T) {
+// On a writable mount, handles open files and directories while cached,
+// after the kernel forgot them (drop_caches: the daemon is asked by
+// number) and after a remount, reconnecting directories through their
+// parents. A removed file's handle is ESTALE at once and after a remount;
+// after `tfsmount compact` every old handle is ESTALE, never another file.
+func TestFileHandlesOnWritableMount(t *testing.T) {
 	img := newImage(t, "64M")
 	m := mountImage(t, img)
+	if err := os.MkdirAll(m.Path("d", "e"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	handle := func(rel ...string) unix.FileHandle {
+		t.Helper()
+		h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, m.Path(rel...), 0)
+		if err != nil {
+			t.Fatalf("name_to_handle_at %s: %v", path.Join(rel...), err)
+		}
+		return h
+	}
+	var files []string // names in d/e
 	var handles []unix.FileHandle
 	for i := 0; i < 20; i++ {
-		p := m.Path("d", string(rune('a'+i)))
-		if err := os.MkdirAll(path.Dir(p), 0o755); err != nil {
+		name := string(rune('a' + i))
+		if err := os.WriteFile(m.Path("d", "e", name), []byte("content of "+name), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(p, []byte(p), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, p, 0)
+		files = append(files, name)
+		handles = append(handles, handle("d", "e", name))
+	}
+	dirs := map[string]unix.FileHandle{"d": handle("d"), "d/e": handle("d", "e")}
+	inos := map[string]uint64{}
+	for dir := range dirs {
+		fi, err := os.Stat(m.Path(dir))
 		if err != nil {
 			t.Fatal(err)
 		}
-		handles = append(handles, h)
+		inos[dir] = fi.Sys().(*syscall.Stat_t).Ino
 	}
-	// Deleting and re-creating files shuffles what the compacted log
+	removed := map[int]bool{}
+	check := func(when string) {
+		t.Helper()
+		for i, h := range handles {
+			f, err := byHandle(t, m.Dir, h, os.O_RDONLY)
+			if removed[i] {
+				if f != nil {
+					f.Close()
+				}
+				if !errors.Is(err, unix.ESTALE) {
+					t.Fatalf("%s: removed file %s by handle: %v, want ESTALE", when, files[i], err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s: open %s by handle: %v", when, files[i], err)
+			}
+			b, err := io.ReadAll(f)
+			f.Close()
+			if err != nil || string(b) != "content of "+files[i] {
+				t.Fatalf("%s: %s by handle reads %q, %v", when, files[i], b, err)
+			}
+		}
+		for dir, h := range dirs {
+			f, err := byHandle(t, m.Dir, h, os.O_RDONLY|unix.O_DIRECTORY)
+			if err != nil {
+				t.Fatalf("%s: open %s by handle: %v", when, dir, err)
+			}
+			fi, err := f.Stat()
+			names, rerr := f.Readdirnames(-1)
+			f.Close()
+			if err != nil || fi.Sys().(*syscall.Stat_t).Ino != inos[dir] {
+				t.Errorf("%s: %s by handle is another inode (%v)", when, dir, err)
+			}
+			want := 1 + len(removed) // d holds e and a new file per removed one
+			if dir == "d/e" {
+				want = len(files) - len(removed)
+			}
+			if rerr != nil || len(names) != want {
+				t.Errorf("%s: %s by handle lists %d entries (%v), want %d", when, dir, len(names), rerr, want)
+			}
+		}
+	}
+	check("while cached")
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatalf("drop caches: %v", err)
+	}
+	check("after drop_caches")
+	// Removing and creating files also shuffles what a compacted log
 	// numbers where.
-	for i := 0; i < 20; i += 2 {
-		p := m.Path("d", string(rune('a'+i)))
-		os.Remove(p)
-		if err := os.WriteFile(m.Path("d", "new"+string(rune('a'+i))), nil, 0o644); err != nil {
+	for i := 0; i < len(files); i += 2 {
+		if err := os.Remove(m.Path("d", "e", files[i])); err != nil {
+			t.Fatal(err)
+		}
+		removed[i] = true
+		if err := os.WriteFile(m.Path("d", "new"+files[i]), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+	check("after removing half the files")
+	m = m.remount()
+	check("after a remount")
 	m.finish()
 	mustRun(t, "compact", img)
 	m = mountImage(t, img)
@@ -132,10 +204,10 @@ func TestFileHandlesStaleAfterCompaction(t *testing.T) {
 		f, err := byHandle(t, m.Dir, h, os.O_RDONLY)
 		if err == nil {
 			f.Close()
-			t.Fatalf("handle %d from before the compaction opened a file", i)
+			t.Fatalf("handle of %s from before the compaction opened a file", files[i])
 		}
 		if !errors.Is(err, unix.ESTALE) {
-			t.Fatalf("handle %d from before the compaction: %v, want ESTALE", i, err)
+			t.Fatalf("handle of %s from before the compaction: %v, want ESTALE", files[i], err)
 		}
 	}
 }
