@@ -55,7 +55,12 @@ type Request struct {
 	Off    int64    // byte offset from the start of the device
 	Bufs   [][]byte // scatter-gather buffers for reads and writes
 	Length int64    // byte length, for discard only
-	Done   func(n int64, err error)
+	// FUA (force unit access), for writes only: the write is durable when
+	// it completes, without a flush, and without making any other write
+	// durable. A commit record that must land after what it commits is
+	// written this way once a flush has covered the rest.
+	FUA  bool
+	Done func(n int64, err error)
 
 	// Completion bookkeeping for backends that split a request into parts
 	// completed in interrupt context (io_uring): the reaper updates these

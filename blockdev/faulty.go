@@ -166,7 +166,7 @@ func (f *Faulty) Submit(r *Request) {
 		f.deliver(func() { done(0, fmt.Errorf("injected fault on %s request #%d at %d: %w", r.Op, nth, r.Off, err)) })
 		return
 	}
-	inner := &Request{Op: r.Op, Off: r.Off, Bufs: r.Bufs, Length: r.Length}
+	inner := &Request{Op: r.Op, Off: r.Off, Bufs: r.Bufs, Length: r.Length, FUA: r.FUA}
 	if short {
 		keep := max(r.Len()/2/512*512, 0)
 		if keep == r.Len() {
@@ -181,7 +181,7 @@ func (f *Faulty) Submit(r *Request) {
 	}
 	inner.Done = func(n int64, err error) {
 		if rec != nil {
-			rec.onDone(seq, inner, err)
+			rec.onDone(seq, err)
 		}
 		f.deliver(func() { done(n, err) })
 	}

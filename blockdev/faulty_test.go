@@ -243,3 +243,69 @@ func TestSlice(t *testing.T) {
 	}()
 	NewSlice(mem, 1<<16-10, 11)
 }
+
+// TestCrashWalker checks the crash model the simulator builds on: a FUA
+// write is durable when it completes and makes nothing else durable; a
+// flush covers exactly the writes completed before it was submitted; at a
+// point just before a completion, that write is still pending; kept writes
+// overlay the durable image whole or by sector; discards keep old data.
+func TestCrashWalker(t *testing.T) {
+	q := bh.NewQueue(1)
+	defer q.Close()
+	mem := NewMemory(q, 1<<16)
+	f := NewFaulty(mem, q)
+	must(t, f.Record())
+	sec := func(c byte, n int) []byte { return bytes.Repeat([]byte{c}, 512*n) }
+	must(t, WriteAt(f, sec('a', 2), 0))       // ops 0: durable after the flush
+	must(t, Flush(f))                         // 1
+	must(t, WriteAt(f, sec('b', 1), 1024))    // 2: never flushed
+	must(t, WriteAtFUA(f, sec('c', 1), 2048)) // 3: durable by itself
+	must(t, Discard(f, 0, 512))               // 4: keeps 'a' in crash images
+	must(t, WriteAt(f, sec('d', 3), 4096))    // 5: pending, three sectors
+	r := f.Recording()
+	pts := r.CrashPoints()
+	if len(pts) != 3 || pts[2] != r.Events() {
+		t.Fatalf("crash points %v (events %d): want the flush, the FUA write and the end", pts, r.Events())
+	}
+	w := r.Walker()
+	// Just before the flush completes: nothing is durable, 'a' pending.
+	w.Advance(pts[0])
+	if p := w.Pending(); len(p) != 1 || p[0].Off != 0 || p[0].Sectors != 2 {
+		t.Fatalf("pending before the flush: %+v", p)
+	}
+	if img := w.Image(nil); !bytes.Equal(img[:1024], make([]byte, 1024)) {
+		t.Fatal("a write not yet flushed is in the durable image")
+	}
+	// Just before the FUA write completes: 'a' durable, 'b' and 'c' pending.
+	w.Advance(pts[1])
+	if img := w.Image(nil); !bytes.Equal(img[:1024], sec('a', 2)) || img[2048] != 0 {
+		t.Fatal("durable image before the FUA write completed")
+	}
+	if p := w.Pending(); len(p) != 2 {
+		t.Fatalf("pending before the FUA write completed: %+v", p)
+	}
+	// The end: 'c' durable; 'b', the discard and 'd' pending.
+	w.Advance(pts[2])
+	img := w.Image(nil)
+	if img[2048] != 'c' || img[1024] != 0 || img[0] != 'a' {
+		t.Fatal("durable image at the end")
+	}
+	p := w.Pending()
+	if len(p) != 3 || !p[1].Discard || p[2].Sectors != 3 {
+		t.Fatalf("pending at the end: %+v", p)
+	}
+	kept := []Kept{{Index: p[1].Index}, {Index: p[2].Index, Sectors: []bool{true, false, true}}}
+	img = w.Image(kept)
+	dev := w.Device(q, kept)
+	viaDev := make([]byte, len(img))
+	must(t, ReadAt(dev, viaDev, 0))
+	if !bytes.Equal(img, viaDev) {
+		t.Fatal("Device and Image differ")
+	}
+	if img[0] != 'a' {
+		t.Fatal("a discard cleared data in a crash image")
+	}
+	if img[4096] != 'd' || img[4096+512] != 0 || img[4096+1024] != 'd' {
+		t.Fatal("a torn write kept the wrong sectors")
+	}
+}

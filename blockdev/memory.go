@@ -22,6 +22,12 @@ func NewMemory(q *bh.Queue, size int64) *Memory {
 	return &Memory{q: q, data: make([]byte, size)}
 }
 
+// NewMemoryOn returns a memory device holding data itself (not a copy):
+// the caller gives it up.
+func NewMemoryOn(q *bh.Queue, data []byte, readOnly bool) *Memory {
+	return &Memory{q: q, data: data, readOnly: readOnly}
+}
+
 // NewMemoryFrom returns a memory device holding a copy of data.
 func NewMemoryFrom(q *bh.Queue, data []byte, readOnly bool) *Memory {
 	return &Memory{q: q, data: append([]byte(nil), data...), readOnly: readOnly}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -244,6 +245,50 @@ func TestReopenRightAfterClose(t *testing.T) {
 			if err := d.Close(); err != nil {
 				t.Fatal(err)
 			}
+		}
+	}
+}
+
+// TestFUAWrites: a FUA write (RWF_DSYNC) goes through every engine and
+// both descriptors (O_DIRECT for a page-heap buffer, buffered for an
+// unaligned one), on an image file and on a loop device, and lands.
+func TestFUAWrites(t *testing.T) {
+	path, _ := imageOf(t, t.TempDir(), 1<<20)
+	out, err := exec.Command("losetup", "-f", "--show", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup: %v: %s", err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", loop).Run()
+	for _, target := range []string{path, loop} {
+		for _, io := range backends {
+			t.Run(io+" on "+filepath.Base(target), func(t *testing.T) {
+				q := bh.NewQueue(2)
+				defer q.Close()
+				pool := heap.NewPagePool(heap.PoolConfig{Budget: 1 << 20})
+				defer pool.Close()
+				d, err := Open(target, OpenOptions{IO: io, Queue: q, Pool: pool})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer d.Close()
+				pg, _ := pool.Alloc()
+				defer pool.Free(pg)
+				copy(pg, bytes.Repeat([]byte{0x5a}, 4096))
+				if err := WriteAtFUA(d, pg, 12288); err != nil {
+					t.Fatal(err)
+				}
+				if err := WriteAtFUA(d, []byte("unaligned"), 777); err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, 4096)
+				if err := ReadAt(d, got, 12288); err != nil || !bytes.Equal(got, pg) {
+					t.Fatalf("FUA write did not land: %v", err)
+				}
+				if err := ReadAt(d, got[:9], 777); err != nil || string(got[:9]) != "unaligned" {
+					t.Fatalf("unaligned FUA write did not land: %v %q", err, got[:9])
+				}
+			})
 		}
 	}
 }

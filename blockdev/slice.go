@@ -41,7 +41,7 @@ func (s *Slice) shift(r *Request) *Request {
 		// through its completion, so the error is asynchronous too.
 		return &Request{Op: OpRead, Off: -1, Bufs: [][]byte{nil}, Done: func(int64, error) { done(0, err) }}
 	}
-	inner := &Request{Op: r.Op, Off: r.Off + s.off, Bufs: r.Bufs, Length: r.Length, Done: done}
+	inner := &Request{Op: r.Op, Off: r.Off + s.off, Bufs: r.Bufs, Length: r.Length, FUA: r.FUA, Done: done}
 	if r.Op == OpFlush {
 		inner.Off = 0
 	}

@@ -97,6 +97,8 @@ func (d *syncDev) transfer(r *Request) (int64, error) {
 		var err error
 		if r.Op == OpRead {
 			n, err = unix.Preadv(fd, chunk, r.Off+done)
+		} else if r.FUA {
+			n, err = unix.Pwritev2(fd, chunk, r.Off+done, unix.RWF_DSYNC)
 		} else {
 			n, err = unix.Pwritev(fd, chunk, r.Off+done)
 		}

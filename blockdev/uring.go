@@ -87,6 +87,7 @@ type slot struct {
 	iov   []unix.Iovec
 	bufs  [][]byte // the part's buffers, kept reachable until completion
 	fixed int      // registered buffer index, or -1
+	fua   bool     // a write with RWF_DSYNC (Request.FUA)
 	res   int32    // result of the last CQE
 }
 
@@ -204,7 +205,7 @@ func (u *uringDev) submitTransfer(r *Request, enter bool) {
 			u.enterPending()
 			s = u.take(r)
 		}
-		s.op, s.off = r.Op, off
+		s.op, s.off, s.fua = r.Op, off, r.FUA && r.Op == OpWrite
 		n := u.fixed.run(bufs)
 		if n > 0 && useFixed(bufs, n) {
 			s.fixed = u.fixed.index(bufs[0])
@@ -252,7 +253,7 @@ func (u *uringDev) take(r *Request) *slot {
 
 func (u *uringDev) claim(idx uint32, r *Request) *slot {
 	s := &u.slots[idx]
-	s.req, s.got, s.fixed, s.bufs, s.want, s.off = r, 0, -1, nil, 0, 0
+	s.req, s.got, s.fixed, s.bufs, s.want, s.off, s.fua = r, 0, -1, nil, 0, 0, false
 	atomic.AddInt32(&r.parts, 1)
 	return s
 }
@@ -311,6 +312,11 @@ func (u *uringDev) fillSQE(s *slot) {
 			}
 			e.addr = uint64(uintptr(unsafe.Pointer(&iov[0])))
 			e.len = uint32(len(iov))
+		}
+		if s.fua {
+			// On a block device opened O_DIRECT the kernel sends this as a
+			// FUA write; on a file, as the write followed by fdatasync.
+			e.opFlags = unix.RWF_DSYNC
 		}
 	case OpFlush:
 		// DRAIN starts the fsync only after every SQE submitted before it

@@ -1,8 +1,10 @@
 package blockdev
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // The synchronous helpers below are for the syscall context (FUSE threads,
@@ -35,7 +37,16 @@ func ReadAt(d Device, p []byte, off int64) error {
 
 // WriteAt writes p at off.
 func WriteAt(d Device, p []byte, off int64) error {
-	n, err := wait(d, &Request{Op: OpWrite, Off: off, Bufs: [][]byte{p}})
+	return writeAt(d, p, off, false)
+}
+
+// WriteAtFUA writes p at off as a FUA write: durable when it returns.
+func WriteAtFUA(d Device, p []byte, off int64) error {
+	return writeAt(d, p, off, true)
+}
+
+func writeAt(d Device, p []byte, off int64, fua bool) error {
+	n, err := wait(d, &Request{Op: OpWrite, Off: off, Bufs: [][]byte{p}, FUA: fua})
 	if err != nil {
 		return fmt.Errorf("write %d bytes at %d: %w", len(p), off, err)
 	}
@@ -59,4 +70,36 @@ func Discard(d Device, off, n int64) error {
 		return fmt.Errorf("discard %d bytes at %d: %w", n, off, err)
 	}
 	return nil
+}
+
+// Write is one write of WriteMany.
+type Write struct {
+	Off  int64
+	Data []byte
+}
+
+// WriteMany submits every write at once (SubmitAll) and waits for all of
+// them; the writes may complete in any order.
+func WriteMany(d Device, ws []Write) error {
+	if len(ws) == 0 {
+		return nil
+	}
+	errs := make([]error, len(ws))
+	reqs := make([]*Request, len(ws))
+	var wg sync.WaitGroup
+	wg.Add(len(ws))
+	for i, w := range ws {
+		reqs[i] = &Request{Op: OpWrite, Off: w.Off, Bufs: [][]byte{w.Data}, Done: func(n int64, err error) {
+			switch {
+			case err != nil:
+				errs[i] = fmt.Errorf("write %d bytes at %d: %w", len(w.Data), w.Off, err)
+			case n != int64(len(w.Data)):
+				errs[i] = fmt.Errorf("write %d bytes at %d: wrote %d: %w", len(w.Data), w.Off, n, io.ErrShortWrite)
+			}
+			wg.Done()
+		}}
+	}
+	SubmitAll(d, reqs)
+	wg.Wait()
+	return errors.Join(errs...)
 }
