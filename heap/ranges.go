@@ -184,6 +184,11 @@ func (r *Ranges) Free(start, n uint64) error {
 	return nil
 }
 
+// Clone returns an independent copy.
+func (r *Ranges) Clone() *Ranges {
+	return &Ranges{size: r.size, runs: append([]run(nil), r.runs...), free: r.free}
+}
+
 // Check verifies the invariants listed on Ranges.
 func (r *Ranges) Check() error {
 	var sum uint64

@@ -8,6 +8,47 @@
 // turn into an errno wrap a syscall.Errno (errors.As finds it): ENOENT,
 // EEXIST, ENOTDIR, EISDIR, ENOTEMPTY, ENAMETOOLONG, EINVAL, EPERM, ENOSPC,
 // EROFS, ENODATA, ERANGE, EOPNOTSUPP, EIO.
+//
+// # Crash safety
+//
+// A device may keep completed writes in a volatile cache and put any subset
+// of them on the medium, in any order, until a flush completes; only a FUA
+// write is durable by itself, and only a 512-byte sector is never torn.
+// Against that model the package keeps these rules. Each has a test that
+// turns it off (orderRules in ordering.go) and shows the crash simulator
+// (crashsim_test.go) finding the damage, and TestCrashSim checks them all
+// on random workloads:
+//
+//  1. A log write becomes part of the log through one block: the block that
+//     holds the log's old END_OF_LOG. Every other block of the write (the
+//     rest of the extension, new extensions with their headers, the links
+//     to them) is written and flushed first; the publishing block is then
+//     written with FUA. So an extension is durable before any link to it,
+//     and a crash leaves either the old log or all of the write. A
+//     compaction is the same with block 0 publishing: the new chain, a
+//     flush, block 0 with FUA. (logBatch.blocks, commitBlocks;
+//     TestOrderingRules/publishLast)
+//  2. File data is durable before any log record that points at it: a log
+//     write carrying records that CommitWrite staged (new extents, cleared
+//     uninited flags) flushes before publishing, and so does every fsync. A
+//     file never shows blocks it did not write: after a crash its bytes are
+//     its own or zeros. (TestOrderingRules/dataFirst)
+//  3. Blocks freed by a record (unlink, truncate, punch hole, the release of
+//     a file unlinked while open) go back to the allocator only once that
+//     record is durable (freeAfterCommit, releaseFreed), so no other file is
+//     given them before the old owner has let go on the disk too. An
+//     allocation short of space writes the log to get them back.
+//     (TestOrderingRules/freeAfterCommit)
+//  4. fsync, fdatasync and syncfs return only after the file's data (all
+//     data, for syncfs), every record staged before them and a flush have
+//     completed. (the promises TestCrashSim checks)
+//
+// Replay (log.go) ends a log at a torn tail, which other writers (Nanos
+// itself, tfsmount before these rules) can leave, only where it provably is
+// one: a link to an extension that has no header, or a last extension whose
+// blocks from the failing record on are zeros. Anything else is an error
+// that fsck --repair (Repair) fixes by ending the log before the first
+// record it cannot read. (TestTornTails)
 package tfs
 
 import (

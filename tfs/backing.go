@@ -161,8 +161,17 @@ func (b backing) CommitWrite(off, n int64, err error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	b0, b1 := blockRange(off, n)
+	var staged uint64
+	if fs.w != nil {
+		staged = fs.w.entries
+	}
 	if cerr := fs.commitRange(b.n, b0, b1); cerr != nil && fs.w != nil && fs.w.err == nil {
 		fs.w.err = cerr
+	}
+	if fs.w != nil && fs.w.entries != staged {
+		// The records just staged point at the data written: the log
+		// write that carries them flushes first (ordering rule 2).
+		fs.w.dataFirst = true
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/tfsmount/tfsmount/blockdev"
-	"github.com/tfsmount/tfsmount/heap"
 )
 
 // Benchmarks: log replay speed and mount time of a generated image with
@@ -73,7 +72,7 @@ func BenchmarkLogReplay(b *testing.B) {
 	b.ResetTimer()
 	var records uint64
 	for i := 0; i < b.N; i++ {
-		l, err := readLog(dev, blocks, heap.NewRanges(blocks))
+		l, _, err := readLog(dev, blocks, false)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -59,10 +59,15 @@ func (fs *FS) compactLocked() error {
 	old.compactArea = 0
 	if start == 0 {
 		s, ok := fs.free.Alloc(extBlocks)
-		if !ok {
+		switch {
+		case ok:
+			start = s
+		case old.nextArea != 0:
+			// The area kept for the next extension will do.
+			start, old.nextArea = old.nextArea, 0
+		default:
 			return errnoErr("no free blocks for a compacted log", errENOSPC)
 		}
-		start = s
 	}
 	enc := newEncoder()
 	nw := &logWriter{fs: fs, enc: enc, ext: extension{start: start, nblocks: extBlocks, version: 5},
@@ -74,32 +79,37 @@ func (fs *FS) compactLocked() error {
 	entry := enc.value(nil, fs.root.t, map[any]bool{}, false)
 	err := nw.stage(entry)
 	if err == nil {
+		// The whole new chain, a flush, then block 0 with FUA: the switch
+		// is the one write of block 0 (ordering rule 1).
 		var b logBatch
 		if b, err = nw.take(); err == nil {
-			err = fs.writeBatch(b)
+			var chain []blockdev.Write
+			for _, x := range b.writes {
+				from := x.from / blockSize * blockSize
+				to := min((x.to+blockSize-1)/blockSize*blockSize, x.base+len(x.buf))
+				chain = append(chain, blockdev.Write{Off: logOffset(x.ext, from), Data: x.buf[from-x.base : to-x.base]})
+			}
+			err = fs.commitBlocks(chain, blockdev.Write{Off: 0, Data: initialBlock(fs.log.uuid, fs.log.label, start, extBlocks)}, true)
 		}
 	}
-	if err == nil {
-		err = blockdev.Flush(fs.dev)
-	}
-	if err == nil {
-		err = blockdev.WriteAt(fs.dev, initialBlock(fs.log.uuid, fs.log.label, start, extBlocks), 0)
-	}
-	if err == nil {
-		err = blockdev.Flush(fs.dev)
-	}
 	if err != nil {
-		// The old chain is still the log; give back what the new one took.
+		// The old chain is still the log; give back what the new one took
+		// (nothing on the disk points at it).
 		for _, e := range nw.chain[1:] {
-			fs.freeBlocks(e.start, e.nblocks)
+			_ = fs.free.Free(e.start, e.nblocks)
 		}
 		old.nextArea, old.compactArea = nw.nextArea, 0
 		old.ensureAreas()
 		return fmt.Errorf("compact the log: %w", err)
 	}
+	// The new log is durable: the old chain, and every block freed by a
+	// record of the old log, belong to nobody now.
 	for _, e := range old.chain[1:] {
-		fs.freeBlocks(e.start, e.nblocks)
+		fs.freeing = append(fs.freeing, [2]uint64{e.start, e.nblocks})
+		fs.freeingBlocks += e.nblocks
 	}
+	fs.releaseFreed(fs.freeing)
+	fs.freeing = nil
 	fs.renumberAfterCompaction(old, crc32.Checksum(entry, castagnoli))
 	nw.entries = enc.next
 	nw.obsolete = 0

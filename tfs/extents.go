@@ -191,34 +191,42 @@ func (fs *FS) logRemoveExtent(n *Node, e *extent) error {
 	return fs.logEAV(et, extentKey(e.fblock), nil, false)
 }
 
-// freeBlocks returns volume blocks to the allocator.
-func (fs *FS) freeBlocks(start, n uint64) {
+// freeAfterCommit gives volume blocks back once the records staged so far
+// are durable (writeLog, compactLocked): a block handed to another file
+// before the record that freed it reached the disk would, after a crash,
+// show the new owner's data in the old one (ordering rule 3).
+func (fs *FS) freeAfterCommit(start, n uint64) {
 	if n == 0 {
 		return
 	}
-	// The model reserved every extent at mount, so a failure here means
-	// the in-memory state is inconsistent; keep going, fsck will tell.
-	if fs.free.Free(start, n) == nil && len(fs.discards) < maxDiscards {
-		fs.discards = append(fs.discards, [2]uint64{start, n})
+	if !orderRules.freeAfterCommit {
+		fs.releaseFreed([][2]uint64{{start, n}})
+		return
+	}
+	fs.freeing = append(fs.freeing, [2]uint64{start, n})
+	fs.freeingBlocks += n
+}
+
+// releaseFreed returns block ranges whose freeing is durable to the
+// allocator, telling the device first that they hold nothing (the discard
+// completes before any new owner can be given them). Called with fs.mu
+// held.
+func (fs *FS) releaseFreed(list [][2]uint64) {
+	for i, r := range list {
+		if i < maxDiscards {
+			_ = blockdev.Discard(fs.dev, int64(r[0])*blockSize, int64(r[1])*blockSize)
+		}
+		// The model reserved every extent at mount, so a failure here
+		// means the in-memory state is inconsistent; keep going, fsck
+		// will tell.
+		_ = fs.free.Free(r[0], r[1])
+		fs.freeingBlocks -= min(fs.freeingBlocks, r[1])
 	}
 }
 
-// maxDiscards bounds the list of freed ranges waiting to be discarded;
-// beyond it, ranges are simply not discarded (an optimisation only).
-const maxDiscards = 1 << 16
-
-// discardLocked tells the device that the freed block ranges in list hold
-// nothing any more. It runs only once the log records freeing them are
-// durable (a crash before would bring the old extents back, and their data
-// must still be there), and only for the parts still free (a block may
-// have been allocated again since).
-func (fs *FS) discardLocked(list [][2]uint64) {
-	for _, r := range list {
-		fs.free.FreeWithin(r[0], r[1], func(s, n uint64) {
-			_ = blockdev.Discard(fs.dev, int64(s)*blockSize, int64(n)*blockSize)
-		})
-	}
-}
+// maxDiscards bounds the discards sent for one commit; beyond it, ranges
+// are freed without one (discard is an optimisation only).
+const maxDiscards = 1 << 12
 
 // allocRun allocates volume blocks for up to want file blocks following
 // Nanos' policy (§5.4): first fit of min(want, 65536) blocks, halving down

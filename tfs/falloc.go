@@ -168,9 +168,9 @@ func (fs *FS) punchBlocksLocked(n *Node, p0, p1 uint64) error {
 					return err
 				}
 			}
-			fs.freeBlocks(e.dblock+(lo-e.fblock), hi-lo)
+			fs.freeAfterCommit(e.dblock+(lo-e.fblock), hi-lo)
 		} else {
-			fs.freeBlocks(e.dblock+(lo-e.fblock), e.allocated-(lo-e.fblock))
+			fs.freeAfterCommit(e.dblock+(lo-e.fblock), e.allocated-(lo-e.fblock))
 		}
 	}
 	return nil

@@ -106,17 +106,32 @@ const (
 )
 
 // allocWaitingForOrphans runs alloc and, while it fails for lack of space
-// and files unlinked while open may still give theirs back, waits a little
-// and runs it again. A file unlinked while open keeps its blocks until its
-// last release, and the kernel sends RELEASE only after close(2) has
-// returned: "rm big; cp new ." right after a close would otherwise fail
-// with ENOSPC for space that is about to come back. Like ext4 retrying an
-// allocation after a journal commit. With no such file, ENOSPC comes at
-// once.
+// that is about to come back, makes it come back and runs alloc again:
+//   - blocks freed by records not yet durable return once a log write
+//     makes them so (ordering rule 3), so the log is written now;
+//   - a file unlinked while open keeps its blocks until its last release,
+//     and the kernel sends RELEASE only after close(2) has returned: "rm
+//     big; cp new ." right after a close would otherwise fail with ENOSPC,
+//     so it waits a little for that release.
+//
+// Like ext4 retrying an allocation after a journal commit. With neither,
+// ENOSPC comes at once.
 func (fs *FS) allocWaitingForOrphans(alloc func() error) error {
 	for attempt := 0; ; attempt++ {
 		err := alloc()
-		if !errors.Is(err, errENOSPC) || !fs.waitForOrphan(attempt) {
+		if !errors.Is(err, errENOSPC) {
+			return err
+		}
+		fs.mu.Lock()
+		freeing := fs.freeingBlocks > 0
+		fs.mu.Unlock()
+		if freeing && attempt < orphanWaits+1 {
+			if ferr := fs.flushLog(false, nil); ferr != nil {
+				return errors.Join(err, ferr)
+			}
+			continue
+		}
+		if !fs.waitForOrphan(attempt) {
 			return err
 		}
 	}
@@ -145,7 +160,7 @@ func (fs *FS) waitForOrphan(attempt int) bool {
 // directory references.
 func (fs *FS) dropFileLocked(n *Node) {
 	for _, e := range n.exts {
-		fs.freeBlocks(e.dblock, e.allocated)
+		fs.freeAfterCommit(e.dblock, e.allocated)
 	}
 	n.exts = nil
 	fs.reserved -= min(fs.reserved, n.resv.total())
@@ -304,7 +319,7 @@ func (fs *FS) cutExtentsLocked(n *Node, keep uint64) error {
 		}
 		if e.fblock >= keep {
 			n.exts = n.exts[:len(n.exts)-1]
-			fs.freeBlocks(e.dblock, e.allocated)
+			fs.freeAfterCommit(e.dblock, e.allocated)
 			if n.links > 0 {
 				if err := fs.logRemoveExtent(n, e); err != nil {
 					return err
@@ -313,7 +328,7 @@ func (fs *FS) cutExtentsLocked(n *Node, keep uint64) error {
 			continue
 		}
 		nl := min(e.length, keep-e.fblock)
-		fs.freeBlocks(e.dblock+nl, e.allocated-nl)
+		fs.freeAfterCommit(e.dblock+nl, e.allocated-nl)
 		e.length, e.allocated = nl, nl
 		if e.t != nil && n.links > 0 {
 			if err := fs.logExtentSize(n, e); err != nil {

@@ -110,6 +110,12 @@ func testQueue(t testing.TB) *bh.Queue {
 	return q
 }
 
+// mountMem mounts dev for a test. When the test ends (unless it failed),
+// the model's invariants are checked, the volume is closed if the test did
+// not close it, and fsck must find the device clean: every test volume
+// checks the invariant habit, not only the tests that think of it.
+// noCheck(t) turns that off for a test that leaves a volume broken on
+// purpose.
 func mountMem(t testing.TB, dev blockdev.Device, opts Options) *FS {
 	t.Helper()
 	if opts.Queue == nil {
@@ -119,8 +125,30 @@ func mountMem(t testing.TB, dev blockdev.Device, opts Options) *FS {
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() || uncheckedTests[t.Name()] {
+			return
+		}
+		checkInvariants(t, fs)
+		if !fs.closed.Load() {
+			if err := fs.Close(); err != nil {
+				t.Errorf("close at the end of the test: %v", err)
+				return
+			}
+		}
+		rep, err := Fsck(dev, Options{Queue: opts.Queue, Partition: opts.Partition})
+		if err != nil || !rep.Clean() {
+			t.Errorf("fsck at the end of the test: %v %v", rep, err)
+		}
+	})
 	return fs
 }
+
+// uncheckedTests are the tests whose volumes mountMem does not check at
+// the end: they break them on purpose.
+var uncheckedTests = map[string]bool{}
+
+func noCheck(t testing.TB) { uncheckedTests[t.Name()] = true }
 
 // walkTree lists every path under the root with its node.
 func walkTree(t testing.TB, fs *FS) map[string]*Node {
@@ -236,6 +264,7 @@ func checkEntries(t *testing.T, fs *FS, entries []expEntry) {
 }
 
 func TestFixturesRead(t *testing.T) {
+	skipUnderRace(t, "reads the large Nanos fixtures on one goroutine")
 	for _, name := range fixtureNames(t) {
 		t.Run(name, func(t *testing.T) {
 			exp := loadExpected(t, name)

@@ -53,12 +53,23 @@ type FS struct {
 	stop        chan struct{}
 	stopped     chan struct{}
 	kick        chan struct{} // asks the flusher to write now
-	discards    [][2]uint64   // freed block ranges to discard after the next log write
+	// freeing holds block ranges freed by staged records: they return to
+	// the allocator once those records are durable (freeAfterCommit);
+	// freeingBlocks counts them, and statfs shows them as free.
+	freeing       [][2]uint64
+	freeingBlocks uint64
+	// skipped names the malformed entries of a volume mounted despite
+	// them (read-only), by children tuple: lookups and listings pass
+	// over them.
+	skipped map[*tuple]map[string]bool
+	// logUsed is the allocator with only the log reserved, kept by a load
+	// for repair, which builds the model again after fixing the graph.
+	logUsed *heap.Ranges
 }
 
 // Mount finds the volume, replays its log and derives free space.
 func Mount(dev blockdev.Device, opts Options) (*FS, error) {
-	fs, problems, err := load(dev, opts)
+	fs, problems, err := load(dev, opts, false)
 	if err != nil {
 		return nil, err
 	}
@@ -70,8 +81,9 @@ func Mount(dev blockdev.Device, opts Options) (*FS, error) {
 }
 
 // load reads the volume into a new FS without starting anything; problems
-// are returned for fsck. A mount fails if there are any.
-func load(dev blockdev.Device, opts Options) (*FS, []problem, error) {
+// are returned for fsck. A mount fails if there are any. salvage (fsck
+// --repair) ends an unreadable log before its first unreadable record.
+func load(dev blockdev.Device, opts Options, salvage bool) (*FS, []problem, error) {
 	q := opts.Queue
 	fs := &FS{q: q, ro: opts.ReadOnly || dev.ReadOnly(), dirty: map[*Node]bool{},
 		kick: make(chan struct{}, 1), orphanFreed: make(chan struct{})}
@@ -85,26 +97,46 @@ func load(dev blockdev.Device, opts Options) (*FS, []problem, error) {
 	if fs.blocks < 2 {
 		return nil, nil, fmt.Errorf("%s: %d bytes is too small for TFS", loc.what, loc.size)
 	}
-	fs.free = heap.NewRanges(fs.blocks)
-	fs.log, err = readLog(fs.dev, fs.blocks, fs.free)
+	fs.log, fs.free, err = readLog(fs.dev, fs.blocks, salvage)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", loc.what, err)
 	}
 	d := fs.log.dec
-	if len(d.dict) < 2 {
-		return nil, nil, fmt.Errorf("%s: the log holds no root tuple (index 1 missing)", loc.what)
+	var rootErr string
+	rootT, ok := d.dict[min(1, len(d.dict)-1)].(*tuple)
+	switch {
+	case len(d.dict) < 2:
+		rootErr = "the log holds no root tuple (index 1 missing)"
+	case !ok:
+		rootErr = fmt.Sprintf("index 1 is a %s, not the root tuple", kindName(d.dict[1]))
+	default:
+		if _, ok := rootT.attrs["children"].(*tuple); !ok {
+			rootErr = "the root tuple has no children tuple"
+		}
 	}
-	rootT, ok := d.dict[1].(*tuple)
-	if !ok {
-		return nil, nil, fmt.Errorf("%s: index 1 is a %s, not the root tuple", loc.what, kindName(d.dict[1]))
+	if rootErr != "" {
+		if t := fs.log.torn; t != nil {
+			rootErr += fmt.Sprintf(" (the log was ended at block %d byte %d: %s)", t.at.ext, t.at.pos, t.why)
+		}
+		return nil, nil, fmt.Errorf("%s: %s", loc.what, rootErr)
 	}
-	if _, ok := rootT.attrs["children"].(*tuple); !ok {
-		return nil, nil, fmt.Errorf("%s: the root tuple has no children tuple", loc.what)
+	if salvage {
+		fs.logUsed = fs.free.Clone()
 	}
+	return fs, fs.buildModel(rootT), nil
+}
+
+// buildModel builds the nodes from the tuple graph under rootT, reserving
+// their extents in fs.free, and returns the problems found.
+func (fs *FS) buildModel(rootT *tuple) []problem {
+	fs.skipped = nil
 	b := &builder{fs: fs, used: fs.free}
 	fs.root = b.build(rootT)
-	fs.numberTree(d, b.nodes)
-	return fs, b.problems, nil
+	fs.numberTree(fs.log.dec, b.nodes)
+	if b.dropped > 0 {
+		b.problems = append(b.problems, problem{Where: fs.loc.what, What: fmt.Sprintf("%d more problems not listed (fsck --repair repairs the first %d; run it again)", b.dropped, maxProblems)})
+	}
+	return b.problems
 }
 
 // start checks the model and, for a writable mount, prepares the writer,
@@ -116,15 +148,30 @@ func (fs *FS) start(opts Options, problems []problem) error {
 	}
 	var err error
 	if len(problems) > 0 {
-		var msgs []string
-		for i, p := range problems {
-			if i == 5 {
-				msgs = append(msgs, fmt.Sprintf("and %d more (run fsck)", len(problems)-5))
-				break
+		if !fs.ro {
+			// Appending to a log whose model skipped entries would make
+			// what Nanos sees and what the mount shows differ; repair
+			// first, or look at the rest read-only.
+			var msgs []string
+			for i, p := range problems {
+				if i == 3 {
+					msgs = append(msgs, fmt.Sprintf("and %d more", len(problems)-3))
+					break
+				}
+				msgs = append(msgs, p.String())
 			}
-			msgs = append(msgs, p.String())
+			return fmt.Errorf("%s: %d malformed entries or extents (%s): mount it read-only (-o ro) to read the rest, or repair it with tfsmount fsck --repair",
+				fs.loc.what, len(problems), strings.Join(msgs, "; "))
 		}
-		return fmt.Errorf("%s: inconsistent metadata: %s", fs.loc.what, strings.Join(msgs, "; "))
+		if opts.Logf != nil {
+			for i, p := range problems {
+				if i == maxProblemLogs {
+					opts.Logf("%s: and %d more malformed entries or extents (tfsmount fsck lists them)", fs.loc.what, len(problems)-i)
+					break
+				}
+				opts.Logf("%s: %s: %s (skipped; tfsmount fsck --repair removes it)", fs.loc.what, p.Where, p.What)
+			}
+		}
 	}
 	fs.delay = opts.WritebackDelay
 	if fs.delay <= 0 {
@@ -137,6 +184,11 @@ func (fs *FS) start(opts Options, problems []problem) error {
 		return nil
 	}
 	fs.w = newLogWriter(fs)
+	if fs.log.torn != nil && !fs.log.dangling {
+		if err := fs.endTornLog(); err != nil {
+			return err
+		}
+	}
 	if fs.log.dangling || fs.log.dec.dupNames {
 		// tfs-format.md §6.4, §3.3: appending would make the log
 		// unreadable; rebuild it first.
@@ -147,6 +199,24 @@ func (fs *FS) start(opts Options, problems []problem) error {
 	fs.stop = make(chan struct{})
 	fs.stopped = make(chan struct{})
 	go fs.flusher()
+	return nil
+}
+
+// maxProblemLogs bounds the lines a read-only mount logs about malformed
+// entries.
+const maxProblemLogs = 20
+
+// endTornLog writes an END_OF_LOG where replay ended a torn log, so the
+// image on the device ends there too (one block, FUA). Before any mount
+// appends.
+func (fs *FS) endTornLog() error {
+	l := fs.log
+	l.lastBuf[l.endPos] = recEndOfLog
+	blk := l.endPos / blockSize * blockSize
+	if err := blockdev.WriteAtFUA(fs.dev, l.lastBuf[blk:blk+blockSize], logOffset(l.last(), blk)); err != nil {
+		return fmt.Errorf("end the torn log at block %d byte %d: %w", l.last().start, l.endPos, err)
+	}
+	l.torn = nil
 	return nil
 }
 
@@ -169,7 +239,7 @@ func (fs *FS) Root() *Node { return fs.root }
 func (fs *FS) StatFS() StatFS {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	free := fs.free.FreeBlocks()
+	free := fs.free.FreeBlocks() + fs.freeingBlocks
 	free -= min(free, fs.reserved+fs.logReserveShortfall())
 	return StatFS{BlockSize: blockSize, Blocks: fs.blocks, Free: free, NameMax: maxNameLen}
 }
@@ -192,7 +262,7 @@ func (fs *FS) lookupLocked(dir *Node, name string) (*Node, error) {
 		return nil, err
 	}
 	t, ok := c.attrs[name].(*tuple)
-	if !ok || t.node == nil {
+	if !ok || t.node == nil || fs.skipped[c][name] {
 		return nil, nil
 	}
 	return t.node, nil
@@ -233,7 +303,7 @@ func (fs *FS) ReadDir(dir *Node) ([]DirEntry, error) {
 	out := make([]DirEntry, 0, len(c.attrs))
 	for name, v := range c.attrs {
 		t, ok := v.(*tuple)
-		if !ok || t.node == nil {
+		if !ok || t.node == nil || fs.skipped[c][name] {
 			continue
 		}
 		out = append(out, DirEntry{Name: name, Kind: t.node.kind, Ino: t.node.ino})

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
 )
 
@@ -56,62 +57,170 @@ func Fsck(dev blockdev.Device, opts Options) (*FsckReport, error) {
 	}
 	r := &FsckReport{Volume: loc.what, TotalBlocks: uint64(loc.size / blockSize)}
 	opts.ReadOnly = true
-	fs, problems, err := load(dev, opts)
+	fs, problems, err := load(dev, opts, false)
 	if err != nil {
-		r.Problems = append(r.Problems, FsckProblem{Where: loc.what, What: err.Error()})
+		r.Problems = append(r.Problems, FsckProblem{Where: loc.what, What: err.Error() + " (fsck --repair ends the log before the first record it cannot read)"})
 		return r, nil
 	}
-	r.Label, r.UUID = fs.log.label, fs.log.uuid
-	r.Records = fs.log.records
-	for _, p := range problems {
+	for _, p := range fs.check(problems) {
 		r.Problems = append(r.Problems, FsckProblem{p.Where, p.What})
 	}
+	fs.count(r)
+	return r, nil
+}
+
+// check lists every problem of a loaded volume: the model's, the log's
+// state, the allocator's and the link counts.
+func (fs *FS) check(problems []problem) []problem {
+	if t := fs.log.torn; t != nil {
+		problems = append(problems, problem{Where: "log", What: fmt.Sprintf("a crash left a torn tail at block %d byte %d (%s); the log ends there (a writable mount or fsck --repair writes the end)", t.at.ext, t.at.pos, t.why)})
+	}
 	if fs.log.dangling {
-		r.Problems = append(r.Problems, FsckProblem{Where: "log", What: "ends inside an incomplete value (a torn write across extensions); a writable mount rebuilds the log"})
+		problems = append(problems, problem{Where: "log", What: "ends inside an incomplete value (a torn write across extensions); a writable mount rebuilds the log"})
 	}
 	if fs.log.dec.dupNames {
-		r.Problems = append(r.Problems, FsckProblem{Where: "log", What: "a name is written immediately more than once; Nanos would append colliding indices; a writable mount rebuilds the log"})
+		problems = append(problems, problem{Where: "log", What: "a name is written immediately more than once; Nanos would append colliding indices; a writable mount rebuilds the log"})
 	}
+	if err := fs.free.Check(); err != nil {
+		problems = append(problems, problem{Where: "free space", What: err.Error()})
+	}
+	// Link counts: every file's nlink, where stored, is its number of
+	// directory entries.
+	fs.walk(func(path string, n *Node) {
+		if n.kind != KindFile {
+			return
+		}
+		if v, ok := n.t.attrs["nlink"]; ok {
+			if l, ok := numberOf(v); !ok || l != uint64(n.links) {
+				t, links := n.t, n.links
+				problems = append(problems, problem{Where: path, What: fmt.Sprintf("nlink is %s but %d directory entries refer to it", describeValue(v), n.links),
+					fix: func() { t.attrs["nlink"] = intOf(uint64(links)) }})
+			}
+		}
+	})
+	return problems
+}
+
+// count fills the report's counts over the tree reachable from the root.
+func (fs *FS) count(r *FsckReport) {
+	r.Label, r.UUID = fs.log.label, fs.log.uuid
+	r.Records = fs.log.records
 	for _, e := range fs.log.exts {
 		r.LogBlocks += e.nblocks
 	}
 	r.FreeBlocks = fs.free.FreeBlocks()
-	if err := fs.free.Check(); err != nil {
-		r.Problems = append(r.Problems, FsckProblem{Where: "free space", What: err.Error()})
-	}
-	// Walk the model: counts, link counts, file sizes.
-	seen := map[*Node]bool{}
-	var walk func(path string, n *Node)
-	walk = func(path string, n *Node) {
-		if seen[n] {
-			return
-		}
-		seen[n] = true
+	fs.walk(func(path string, n *Node) {
 		switch n.kind {
 		case KindDir:
 			r.Dirs++
-			c, _ := n.t.attrs["children"].(*tuple)
-			for name, v := range c.attrs {
-				if ct, ok := v.(*tuple); ok && ct.node != nil {
-					walk(strings.TrimSuffix(path, "/")+"/"+name, ct.node)
-				}
-			}
 		case KindFile:
 			r.Files++
 			for _, e := range n.exts {
 				r.DataBlocks += e.allocated
-			}
-			if v, ok := n.t.attrs["nlink"]; ok {
-				if l, ok := numberOf(v); !ok || l != uint64(n.links) {
-					r.Problems = append(r.Problems, FsckProblem{Where: path, What: fmt.Sprintf("nlink is %v but %d directory entries refer to it", v, n.links)})
-				}
 			}
 		case KindSymlink:
 			r.Symlinks++
 		case KindSocket:
 			r.Sockets++
 		}
+	})
+}
+
+// walk calls f once for every node reachable from the root (a node with
+// several links once, at the first path found), skipping malformed
+// entries. For loaded volumes, before they are shared.
+func (fs *FS) walk(f func(path string, n *Node)) {
+	seen := map[*Node]bool{}
+	type item struct {
+		path string
+		n    *Node
 	}
-	walk("/", fs.root)
-	return r, nil
+	stack := []item{{"/", fs.root}}
+	for len(stack) > 0 {
+		it := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[it.n] {
+			continue
+		}
+		seen[it.n] = true
+		f(it.path, it.n)
+		if it.n.kind != KindDir {
+			continue
+		}
+		c, _ := it.n.t.attrs["children"].(*tuple)
+		for name, v := range c.attrs {
+			if ct, ok := v.(*tuple); ok && ct.node != nil && !fs.skipped[c][name] {
+				stack = append(stack, item{strings.TrimSuffix(it.path, "/") + "/" + name, ct.node})
+			}
+		}
+	}
+}
+
+// Repair fixes what a crash or a damaged image can leave, and returns the
+// changes it made, one line each, with the report of a check run after
+// them (nil changes: nothing needed fixing):
+//   - a log that cannot be read to its end ends before the first record
+//     that cannot be read (a torn tail, or damage: what follows is lost);
+//   - malformed entries (bad names, values that are not nodes, a directory
+//     in two places, symlinks without a target) are removed;
+//   - extents that are malformed, lie outside the volume, or overlap the
+//     log or another extent are dropped (their blocks become free, since
+//     free space is whatever nothing references);
+//   - wrong link counts are set to the number of entries.
+//
+// Everything that is kept is then written as a new log (a compaction), so
+// the old, damaged records are gone. Inode numbers change, as with any
+// compaction.
+func Repair(dev blockdev.Device, opts Options) ([]string, *FsckReport, error) {
+	if dev.ReadOnly() {
+		return nil, nil, errnoErr("repair needs a writable device", errEROFS)
+	}
+	opts.ReadOnly = false
+	fs, problems, err := load(dev, opts, true)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot repair: %w", err)
+	}
+	var changes []string
+	if t := fs.log.torn; t != nil {
+		changes = append(changes, fmt.Sprintf("log: ended at block %d byte %d: %s", t.at.ext, t.at.pos, t.why))
+	}
+	fixed := 0
+	for _, p := range fs.check(problems) {
+		if p.fix != nil {
+			p.fix()
+			fixed++
+			changes = append(changes, fmt.Sprintf("%s: %s: fixed", p.Where, p.What))
+		}
+	}
+	if fixed > 0 {
+		// Build the model again from the fixed graph, so that every block
+		// the kept entries reference is reserved before the new log is
+		// placed.
+		for _, n := range fs.byIno {
+			n.t.node = nil
+		}
+		fs.free = fs.logUsed.Clone()
+		for _, p := range fs.buildModel(fs.root.t) {
+			changes = append(changes, fmt.Sprintf("%s: %s: left (run fsck --repair again)", p.Where, p.What))
+		}
+	}
+	if len(changes) > 0 || fs.log.dangling || fs.log.dec.dupNames {
+		if len(changes) == 0 {
+			changes = append(changes, "log: rewritten (it ended inside a value, or repeated a name)")
+		}
+		if fs.q == nil {
+			fs.q = bh.NewQueue(1)
+			fs.ownQueue = true
+		}
+		fs.w = newLogWriter(fs)
+		err = fs.compactLocked()
+		fs.closeQueue()
+		if err != nil {
+			return changes, nil, fmt.Errorf("rewrite the log: %w", err)
+		}
+		changes = append(changes, "log: rewritten from what was kept")
+	}
+	opts.ReadOnly = true
+	r, err := Fsck(dev, opts)
+	return changes, r, err
 }

@@ -1,6 +1,7 @@
 package tfs
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -64,19 +65,6 @@ func fileT(extents map[string][3]uint64) *tuple {
 var goodRoot = encodeRoot(dirT(nil))
 
 func TestHostileImages(t *testing.T) {
-	cyc := dirT(nil)
-	cyc.attrs["children"].(*tuple).attrs["self"] = cyc
-	twoParents := dirT(nil)
-	both := fileT(nil)
-	both.attrs["children"] = newTuple()
-	badExt := fileT(nil)
-	badExt.attrs["extents"].(*tuple).attrs["0"] = func() *tuple {
-		x := newTuple()
-		x.attrs["offset"] = strOf("abc")
-		x.attrs["length"] = intOf(1)
-		x.attrs["allocated"] = intOf(1)
-		return x
-	}()
 	deep := []byte{}
 	for i := 0; i < maxDepth+10; i++ {
 		deep = append(deep, 0x91, 0x81, 'a')
@@ -129,20 +117,6 @@ func TestHostileImages(t *testing.T) {
 		{"trailing bytes", image(1024, 1024, record(append(append([]byte{}, goodRoot...), 0x90))), "value ends at byte"},
 		{"root not a tuple", image(1024, 1024, record([]byte{0xc1, 'x'})), "immediate tuple"},
 		{"root without children", image(1024, 1024, record([]byte{0x90}), []byte{recEndOfLog}), "no children tuple"},
-		{"directory cycle", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"a": cyc}))), []byte{recEndOfLog}), "another place"},
-		{"directory with two parents", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"a": twoParents, "b": twoParents}))), []byte{recEndOfLog}), "another place"},
-		{"root as child", image(1024, 1024, record(goodRoot), record([]byte{0x11, 0x03, 0x81, 'r', 0x10, 0x01}), []byte{recEndOfLog}), "another place"},
-		{"bad names", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{".": fileT(nil), "a/b": fileT(nil), "\xff": fileT(nil)}))), []byte{recEndOfLog}), "entry skipped"},
-		{"dir and file", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"x": both}))), []byte{recEndOfLog}), "both children and extents"},
-		{"extent not numeric", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": badExt}))), []byte{recEndOfLog}), "offset is missing or not a number"},
-		{"extent key", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"x": {3000, 1, 1}})}))), []byte{recEndOfLog}), "not a decimal"},
-		{"length above allocated", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 2, 1}})}))), []byte{recEndOfLog}), "exceeds allocated"},
-		{"zero length", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 0, 1}})}))), []byte{recEndOfLog}), "is zero"},
-		{"extent outside volume", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {hostileBlocks - 1, 2, 2}})}))), []byte{recEndOfLog}), "outside the volume"},
-		{"extent over log", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {5, 2, 2}})}))), []byte{recEndOfLog}), "overlap the log"},
-		{"extents cross-linked", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 2, 2}}), "g": fileT(map[string][3]uint64{"0": {3001, 2, 2}})}))), []byte{recEndOfLog}), "overlap the log or another extent"},
-		{"extents overlap in file", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 4, 4}, "2": {3100, 4, 4}})}))), []byte{recEndOfLog}), "overlap"},
-		{"extent arithmetic overflow", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": fileT(map[string][3]uint64{"18446744073709551615": {3000, 4, 4}})}))), []byte{recEndOfLog}), "overflow"},
 	}
 	q := testQueue(t)
 	for _, c := range cases {
@@ -155,6 +129,119 @@ func TestHostileImages(t *testing.T) {
 			if ferr != nil || rep.Clean() || !strings.Contains(rep.String(), c.want) {
 				t.Fatalf("fsck: %v %v; want a problem containing %q", rep, ferr, c.want)
 			}
+		})
+	}
+}
+
+// goodData is the content of the well-formed file "ok" that every
+// malformed-entry image also holds, at block goodBlock.
+const goodBlock = 3500
+
+var goodData = pattern(99, 2*blockSize)
+
+// entryImage is a volume whose root holds kids, the good file "ok", and
+// then the extra records.
+func entryImage(kids map[string]*tuple, extra ...[]byte) []byte {
+	all := map[string]*tuple{"ok": func() *tuple {
+		f := fileT(map[string][3]uint64{"0": {goodBlock, 2, 2}})
+		f.attrs["filelength"] = intOf(uint64(len(goodData)))
+		return f
+	}()}
+	for k, v := range kids {
+		all[k] = v
+	}
+	recs := append([][]byte{record(encodeRoot(dirT(all)))}, extra...)
+	recs = append(recs, []byte{recEndOfLog})
+	img := image(1024, 1024, recs...)
+	copy(img[goodBlock*blockSize:], goodData)
+	return img
+}
+
+// TestMalformedEntries: an image with one malformed entry or extent among
+// good ones mounts read-only (the rest reads exactly, the bad one is not
+// shown), refuses a writable mount with a message that says what to do,
+// fails fsck with the problem named, and fsck --repair leaves it clean with
+// the good file intact.
+func TestMalformedEntries(t *testing.T) {
+	cyc := dirT(nil)
+	cyc.attrs["children"].(*tuple).attrs["self"] = cyc
+	twoParents := dirT(nil)
+	both := fileT(nil)
+	both.attrs["children"] = newTuple()
+	badExt := fileT(nil)
+	badExt.attrs["extents"].(*tuple).attrs["0"] = func() *tuple {
+		x := newTuple()
+		x.attrs["offset"] = strOf("abc")
+		x.attrs["length"] = intOf(1)
+		x.attrs["allocated"] = intOf(1)
+		return x
+	}()
+	noTarget := newTuple()
+	noTarget.attrs["linktarget"] = newTuple()
+	cases := []struct {
+		name string
+		img  []byte
+		want string
+		gone []string // entries that must not be shown read-only
+	}{
+		{"directory cycle", entryImage(map[string]*tuple{"a": cyc}), "another place", []string{"/a/self"}},
+		{"directory with two parents", entryImage(map[string]*tuple{"a": twoParents, "b": twoParents}), "another place", []string{"/b"}},
+		{"root as child", entryImage(nil, record([]byte{0x11, 0x03, 0x81, 'r', 0x10, 0x01})), "another place", []string{"/r"}},
+		{"bad names", entryImage(map[string]*tuple{".": fileT(nil), "x/../../../etc/escaped": fileT(nil), "\xff": fileT(nil)}), "entry skipped", nil},
+		{"entry not a node", entryImage(nil, record([]byte{0x11, 0x03, 0x81, 'n', 0xc1, '7'})), "not a node", []string{"/n"}},
+		{"symlink without target", entryImage(map[string]*tuple{"l": noTarget}), "linktarget", []string{"/l"}},
+		{"dir and file", entryImage(map[string]*tuple{"x": both}), "both children and extents", nil},
+		{"extent not numeric", entryImage(map[string]*tuple{"f": badExt}), "offset is missing or not a number", nil},
+		{"extent key", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"x": {3000, 1, 1}})}), "not a decimal", nil},
+		{"length above allocated", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 2, 1}})}), "exceeds allocated", nil},
+		{"zero length", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 0, 1}})}), "is zero", nil},
+		{"extent outside volume", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {hostileBlocks - 1, 2, 2}})}), "outside the volume", nil},
+		{"extent over log", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {5, 2, 2}})}), "overlap the log", nil},
+		{"extents cross-linked", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 2, 2}}), "g": fileT(map[string][3]uint64{"0": {3001, 2, 2}})}), "overlap the log or another extent", nil},
+		{"extents overlap in file", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 4, 4}, "2": {3100, 4, 4}})}), "overlap", nil},
+		{"extent arithmetic overflow", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"18446744073709551615": {3000, 4, 4}})}), "overflow", nil},
+		{"bad filelength", entryImage(map[string]*tuple{"f": func() *tuple { f := fileT(nil); f.attrs["filelength"] = strOf("many"); return f }()}), "filelength", nil},
+	}
+	q := testQueue(t)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Mount(blockdev.NewMemoryFrom(q, c.img, false), Options{Queue: q})
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "-o ro") || !strings.Contains(err.Error(), "fsck --repair") {
+				t.Fatalf("writable mount: %v; want a refusal naming %q, -o ro and fsck --repair", err, c.want)
+			}
+			var logged []string
+			fs, err := Mount(blockdev.NewMemoryFrom(q, c.img, true), Options{Queue: q, Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }})
+			if err != nil {
+				t.Fatalf("read-only mount: %v", err)
+			}
+			if len(logged) == 0 || !strings.Contains(strings.Join(logged, "\n"), c.want) {
+				t.Fatalf("read-only mount logged %q; want a line naming %q", logged, c.want)
+			}
+			checkContent(t, fs, "/ok", goodData)
+			for _, p := range c.gone {
+				if _, err := fs.Resolve(p); err == nil {
+					t.Fatalf("%s is shown", p)
+				}
+			}
+			walkTree(t, fs) // every listed entry can be looked up
+			must(t, fs.Close())
+
+			rep, ferr := Fsck(blockdev.NewMemoryFrom(q, c.img, true), Options{})
+			if ferr != nil || rep.Clean() || !strings.Contains(rep.String(), c.want) {
+				t.Fatalf("fsck: %v %v; want a problem containing %q", rep, ferr, c.want)
+			}
+			dev := blockdev.NewMemoryFrom(q, c.img, false)
+			changes, rep, err := Repair(dev, Options{Queue: q})
+			if err != nil || len(changes) == 0 || !rep.Clean() {
+				t.Fatalf("repair: %v, changes %q, then %v", err, changes, rep)
+			}
+			if !strings.Contains(strings.Join(changes, "\n"), c.want) {
+				t.Fatalf("repair changes %q do not name %q", changes, c.want)
+			}
+			fs = mountMem(t, dev, Options{Queue: q})
+			checkContent(t, fs, "/ok", goodData)
+			checkInvariants(t, fs)
+			must(t, fs.Close())
 		})
 	}
 }

@@ -1,6 +1,7 @@
 package tfs
 
 import (
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"unicode/utf8"
@@ -42,8 +43,11 @@ type logState struct {
 	// dangling: the log ended inside a value (§6.4); appends would make the
 	// next mount fail, so the writer rebuilds the log first.
 	dangling bool
-	dec      *decoder
-	records  uint64 // complete values decoded
+	// torn: a crash left the log with a torn tail, which replay ended at
+	// (nil: the log ended at its END_OF_LOG).
+	torn    *tornTail
+	dec     *decoder
+	records uint64 // complete values decoded
 	// firstSum is the CRC-32C of the first value (the root record): it
 	// names this log generation (ino.go). A compaction sets it for the
 	// log it writes.
@@ -57,7 +61,7 @@ func (l *logState) last() extension { return l.exts[len(l.exts)-1] }
 func extHeader(b []byte, initial bool) (version int, size uint64, uuid [16]byte, label string, pos int, err error) {
 	if len(b) < len(magic) || string(b[:len(magic)]) != magic {
 		n := min(len(b), len(magic))
-		return 0, 0, uuid, "", 0, fmt.Errorf("bad magic % x, want %q", b[:n], magic)
+		return 0, 0, uuid, "", 0, fmt.Errorf("bad magic % x, want %q: %w", b[:n], magic, errNoHeader)
 	}
 	pos = len(magic)
 	v, pos, err := getVarint(b, pos)
@@ -96,47 +100,195 @@ func extHeader(b []byte, initial bool) (version int, size uint64, uuid [16]byte,
 	return int(v), size, uuid, label, end + 1, nil
 }
 
-// readLog replays the log of a volume of volBlocks blocks. Every extension
-// it follows is reserved in used, which therefore rejects links that overlap
-// the chain itself (cycles) or block 0. Memory is bounded by the chain, and
-// the chain by the volume, since extensions are disjoint.
-func readLog(dev blockdev.Device, volBlocks uint64, used *heap.Ranges) (*logState, error) {
+// logPos is a place in the log: byte pos of the extension at block ext.
+type logPos struct {
+	ext uint64
+	pos int
+}
+
+// tornTail says where a log that a crash cut short was ended, and why.
+type tornTail struct {
+	at  logPos
+	why string
+}
+
+// logFailure is where replay stopped on something it could not read: the
+// extension it was in (its image, and the record boundaries seen there)
+// and the record that failed.
+type logFailure struct {
+	err     error
+	ext     extension
+	buf     []byte // nil when the extension itself could not be read
+	starts  []int  // record start offsets in buf, in order; the failing record last
+	ends    []int  // where each of those records ends (the failing one: as far as it could be read)
+	linkPos int    // for a link to an unreadable extension: the link record's offset in the linking extension
+	badLink bool   // the failure is reading a linked extension
+	linkBuf []byte // ... and the linking extension's image
+	linkExt extension
+}
+
+// readLog replays the log of a volume of volBlocks blocks and returns it
+// with the blocks it occupies reserved in a new allocator of the volume.
+// Every extension it follows is reserved, which therefore rejects links
+// that overlap the chain itself (cycles) or block 0. Memory is bounded by
+// the chain, and the chain by the volume, since extensions are disjoint.
+//
+// A log that a crash left with a torn tail (tornTailAt) ends where the
+// tail begins, and l.torn says so. Anything else unreadable is an error,
+// unless salvage is set (fsck --repair): then the log ends before the
+// first record that cannot be read, wherever it is.
+func readLog(dev blockdev.Device, volBlocks uint64, salvage bool) (*logState, *heap.Ranges, error) {
+	used := heap.NewRanges(volBlocks)
+	l, fail := replay(dev, volBlocks, used, nil)
+	if fail == nil {
+		return l, used, nil
+	}
+	at, why, ok := tornTailAt(fail)
+	if !ok && !salvage {
+		return nil, nil, fail.err
+	}
+	if !ok {
+		at, why = salvagePoint(fail), "unreadable"
+	}
+	// Replay again up to the cut: the failing records may have changed the
+	// object graph before they failed.
+	used = heap.NewRanges(volBlocks)
+	l, fail2 := replay(dev, volBlocks, used, &at)
+	if fail2 != nil {
+		return nil, nil, fail2.err
+	}
+	l.torn = &tornTail{at: at, why: fmt.Sprintf("%s: %v", why, fail.err)}
+	return l, used, nil
+}
+
+// tornTailAt decides whether a replay failure is the torn tail a crash can
+// leave, and where the log then ends. Two shapes are provably a tail:
+//   - a link to an extension that is not there (no TFS header at all): the
+//     link was written and the extension it announces never was, so
+//     nothing can follow it; the log ends where the link is;
+//   - a last extension whose blocks from some point on are all zeros, with
+//     the failure in or after the first record that reaches into them: the
+//     log was being written into unwritten space and those blocks never
+//     arrived; the log ends at that record.
+//
+// Neither can be confused with an extension a compaction left behind: such
+// an extension has a header (so the first shape does not apply) and is
+// only reached through a link (so the second applies to it only if it is
+// also zeros from some point on, which a log image never is).
+func tornTailAt(f *logFailure) (logPos, string, bool) {
+	if f.badLink {
+		if errors.Is(f.err, errNoHeader) {
+			return logPos{ext: f.linkExt.start, pos: f.linkPos}, "link to an extension that was never written", true
+		}
+		return logPos{}, "", false
+	}
+	if f.buf == nil {
+		return logPos{}, "", false
+	}
+	z := zeroSuffix(f.buf)
+	if z >= len(f.buf) {
+		return logPos{}, "", false
+	}
+	for i, st := range f.starts {
+		if st >= z || f.ends[i] > z {
+			return logPos{ext: f.ext.start, pos: st}, "record cut short by a torn write", true
+		}
+	}
+	return logPos{}, "", false
+}
+
+// salvagePoint is where fsck --repair ends a log that tornTailAt could not
+// explain: before the failing record, or at the link to an unreadable
+// extension.
+func salvagePoint(f *logFailure) logPos {
+	if f.badLink {
+		return logPos{ext: f.linkExt.start, pos: f.linkPos}
+	}
+	return logPos{ext: f.ext.start, pos: f.starts[len(f.starts)-1]}
+}
+
+// zeroSuffix is the smallest block-aligned offset from which buf is all
+// zeros (len(buf) if its last block is not).
+func zeroSuffix(buf []byte) int {
+	z := len(buf)
+	for z >= blockSize {
+		blk := buf[z-blockSize : z]
+		allZero := true
+		for _, c := range blk {
+			if c != 0 {
+				allZero = false
+				break
+			}
+		}
+		if !allZero {
+			break
+		}
+		z -= blockSize
+	}
+	return z
+}
+
+// errNoHeader marks an extension without the TFS magic.
+var errNoHeader = errors.New("no TFS extension header")
+
+// replay reads the chain from block 0, applying every record, until the
+// END_OF_LOG, or until stop (which is then treated as the END_OF_LOG), or
+// until something cannot be read (fail says what and where).
+func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logPos) (*logState, *logFailure) {
 	l := &logState{dec: newDecoder()}
 	ext := extension{start: 0, nblocks: 1}
 	if err := used.Reserve(0, 1); err != nil {
-		return nil, fmt.Errorf("log extension at block 0: %w", err)
+		return nil, &logFailure{err: fmt.Errorf("log extension at block 0: %w", err)}
 	}
 	var pending []byte
 	var pendingTotal uint64
 	var pendingVersion int
 	pendingAt := ""
+	var prev *logFailure // the linking extension, for a failure reading the next one
 	for {
 		buf := make([]byte, ext.nblocks*blockSize)
 		if err := blockdev.ReadAt(dev, buf, int64(ext.start)*blockSize); err != nil {
-			return nil, fmt.Errorf("read log extension at block %d: %w", ext.start, err)
+			return nil, &logFailure{err: fmt.Errorf("read log extension at block %d: %w", ext.start, err), ext: ext}
 		}
 		where := func(pos int) string { return fmt.Sprintf("log extension at block %d, byte %d", ext.start, pos) }
 		initial := ext.start == 0 && len(l.exts) == 0
 		version, size, uuid, label, pos, err := extHeader(buf, initial)
-		if err != nil {
-			return nil, fmt.Errorf("%s: header: %w", where(0), err)
+		if err == nil && size != ext.nblocks {
+			err = fmt.Errorf("header says %d blocks, but the link gave %d", size, ext.nblocks)
 		}
-		if size != ext.nblocks {
-			return nil, fmt.Errorf("%s: header says %d blocks, but the link gave %d", where(0), size, ext.nblocks)
+		if err != nil {
+			f := &logFailure{err: fmt.Errorf("%s: header: %w", where(0), err), ext: ext}
+			if prev != nil {
+				f.badLink, f.linkExt, f.linkBuf, f.linkPos = true, prev.ext, prev.buf, prev.linkPos
+			}
+			return nil, f
 		}
 		if initial {
 			l.uuid, l.label = uuid, label
 		}
 		ext.version = version
 		l.exts = append(l.exts, ext)
+		f := &logFailure{ext: ext, buf: buf}
+		// fail records the failing record, which starts at recPos and
+		// reaches (by what could be read of it) to end, and returns the
+		// failure.
+		fail := func(recPos, end int, format string, args ...any) (*logState, *logFailure) {
+			f.err = fmt.Errorf("%s: %s", where(recPos), fmt.Sprintf(format, args...))
+			f.starts = append(f.starts, recPos)
+			f.ends = append(f.ends, end)
+			return nil, f
+		}
 		var next *extension
 	records:
 		for {
 			if pos >= len(buf) {
-				return nil, fmt.Errorf("%s: extension ends without END_OF_LOG or a link", where(pos))
+				return fail(pos, pos, "extension ends without END_OF_LOG or a link")
 			}
 			recPos := pos
 			rec := buf[pos]
+			if stop != nil && stop.ext == ext.start && stop.pos == recPos {
+				rec = recEndOfLog
+			}
 			pos++
 			switch rec {
 			case recEndOfSegment:
@@ -153,18 +305,19 @@ func readLog(dev blockdev.Device, volBlocks uint64, used *heap.Ranges) (*logStat
 					n, pos, err = getVarint(buf, pos)
 				}
 				if err != nil {
-					return nil, fmt.Errorf("%s: LOG_EXTENSION_LINK: %w", where(recPos), err)
+					return fail(recPos, pos, "LOG_EXTENSION_LINK: %v", err)
 				}
 				if n == 0 {
-					return nil, fmt.Errorf("%s: LOG_EXTENSION_LINK to block %d has zero length", where(recPos), s)
+					return fail(recPos, pos, "LOG_EXTENSION_LINK to block %d has zero length", s)
 				}
 				if n > volBlocks || s > volBlocks-n {
-					return nil, fmt.Errorf("%s: LOG_EXTENSION_LINK to [%d,+%d) runs past the volume end (%d blocks)", where(recPos), s, n, volBlocks)
+					return fail(recPos, pos, "LOG_EXTENSION_LINK to [%d,+%d) runs past the volume end (%d blocks)", s, n, volBlocks)
 				}
 				if err := used.Reserve(s, n); err != nil {
-					return nil, fmt.Errorf("%s: LOG_EXTENSION_LINK to [%d,+%d) overlaps the log (a cycle?) or other used blocks", where(recPos), s, n)
+					return fail(recPos, pos, "LOG_EXTENSION_LINK to [%d,+%d) overlaps the log (a cycle?) or other used blocks", s, n)
 				}
 				next = &extension{start: s, nblocks: n}
+				f.linkPos = recPos
 				break records
 			case recAvailable:
 				var total, n uint64
@@ -172,26 +325,27 @@ func readLog(dev blockdev.Device, volBlocks uint64, used *heap.Ranges) (*logStat
 					n, pos, err = getVarint(buf, pos)
 				}
 				if err != nil {
-					return nil, fmt.Errorf("%s: TUPLE_AVAILABLE: %w", where(recPos), err)
+					return fail(recPos, pos, "TUPLE_AVAILABLE: %v", err)
 				}
 				if pending != nil {
-					return nil, fmt.Errorf("%s: TUPLE_AVAILABLE while the value started at %s is incomplete", where(recPos), pendingAt)
+					return fail(recPos, pos, "TUPLE_AVAILABLE while the value started at %s is incomplete", pendingAt)
 				}
 				if n > total {
-					return nil, fmt.Errorf("%s: TUPLE_AVAILABLE chunk of %d bytes exceeds its total of %d", where(recPos), n, total)
+					return fail(recPos, pos, "TUPLE_AVAILABLE chunk of %d bytes exceeds its total of %d", n, total)
 				}
 				if n >= uint64(len(buf)-pos) {
-					return nil, fmt.Errorf("%s: TUPLE_AVAILABLE of %d bytes exceeds the %d bytes left", where(recPos), n, len(buf)-pos)
+					return fail(recPos, pos, "TUPLE_AVAILABLE of %d bytes exceeds the %d bytes left", n, len(buf)-pos)
 				}
 				if total > volBlocks*blockSize {
-					return nil, fmt.Errorf("%s: TUPLE_AVAILABLE total of %d bytes is larger than the volume", where(recPos), total)
+					return fail(recPos, pos, "TUPLE_AVAILABLE total of %d bytes is larger than the volume", total)
 				}
 				chunk := buf[pos : pos+int(n)]
 				pos += int(n)
 				if n == total {
 					if err := l.decode(chunk, version); err != nil {
-						return nil, fmt.Errorf("%s: record: %w", where(recPos), err)
+						return fail(recPos, pos, "record: %v", err)
 					}
+					f.starts, f.ends = append(f.starts, recPos), append(f.ends, pos)
 					continue
 				}
 				pending = append(make([]byte, 0, min(total, 1<<20)), chunk...)
@@ -199,29 +353,33 @@ func readLog(dev blockdev.Device, volBlocks uint64, used *heap.Ranges) (*logStat
 			case recExtended:
 				var n uint64
 				if n, pos, err = getVarint(buf, pos); err != nil {
-					return nil, fmt.Errorf("%s: TUPLE_EXTENDED: %w", where(recPos), err)
+					return fail(recPos, pos, "TUPLE_EXTENDED: %v", err)
 				}
 				if pending == nil {
-					return nil, fmt.Errorf("%s: TUPLE_EXTENDED without a value in progress", where(recPos))
+					return fail(recPos, pos, "TUPLE_EXTENDED without a value in progress")
 				}
 				if n >= uint64(len(buf)-pos) {
-					return nil, fmt.Errorf("%s: TUPLE_EXTENDED of %d bytes exceeds the %d bytes left", where(recPos), n, len(buf)-pos)
+					return fail(recPos, pos, "TUPLE_EXTENDED of %d bytes exceeds the %d bytes left", n, len(buf)-pos)
 				}
 				if n > pendingTotal-uint64(len(pending)) {
-					return nil, fmt.Errorf("%s: TUPLE_EXTENDED of %d bytes exceeds the %d bytes the value still needs", where(recPos), n, pendingTotal-uint64(len(pending)))
+					return fail(recPos, pos, "TUPLE_EXTENDED of %d bytes exceeds the %d bytes the value still needs", n, pendingTotal-uint64(len(pending)))
 				}
 				pending = append(pending, buf[pos:pos+int(n)]...)
 				pos += int(n)
 				if uint64(len(pending)) == pendingTotal {
 					if err := l.decode(pending, pendingVersion); err != nil {
-						return nil, fmt.Errorf("%s: record started at %s: %w", where(recPos), pendingAt, err)
+						return fail(recPos, pos, "record started at %s: %v", pendingAt, err)
 					}
 					pending = nil
 				}
 			default:
-				return nil, fmt.Errorf("%s: unknown record type 0x%02x", where(recPos), rec)
+				return fail(recPos, pos, "unknown record type 0x%02x", rec)
+			}
+			if rec != recAvailable || pending != nil {
+				f.starts, f.ends = append(f.starts, recPos), append(f.ends, pos)
 			}
 		}
+		prev = f
 		ext = *next
 	}
 }

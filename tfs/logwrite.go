@@ -54,6 +54,9 @@ type logWriter struct {
 	// err is sticky: a record that could not be staged (no room for a
 	// new extension) leaves the log behind memory; every sync reports it.
 	err error
+	// dataFirst: a record staged since the last take points at file data
+	// (CommitWrite), so the batch must not be published before a flush.
+	dataFirst bool
 }
 
 func newLogWriter(fs *FS) *logWriter {
@@ -196,6 +199,9 @@ func (w *logWriter) stage(entry []byte) error {
 // written without fs.mu.
 type logBatch struct {
 	writes []extWrite
+	// dataFirst: some record of the batch points at file data written
+	// since the last flush (CommitWrite), which must be durable first.
+	dataFirst bool
 }
 
 func (b logBatch) empty() bool { return len(b.writes) == 0 }
@@ -214,21 +220,67 @@ func (w *logWriter) take() (logBatch, error) {
 		img := append([]byte(nil), w.buf[from:to]...)
 		writes = append(writes, extWrite{ext: w.ext, buf: img, base: from, from: w.dirtyFrom, to: w.used + 1})
 	}
+	b := logBatch{writes: writes, dataFirst: w.dataFirst && len(writes) > 0}
 	w.done = nil
 	w.dirtyFrom = -1
-	return logBatch{writes: writes}, nil
+	w.dataFirst = false
+	return b, nil
 }
 
-// writeBatch writes a batch newest extension first, so that a link never
-// reaches the disk before the extension it points to. It runs without
-// fs.mu; fs.logIO keeps log writes in order.
-func (fs *FS) writeBatch(b logBatch) error {
-	for i := len(b.writes) - 1; i >= 0; i-- {
-		x := b.writes[i]
+// blocks splits a batch into the block writes that carry it and the one
+// write that publishes it: the block holding the batch's first byte, where
+// the log's END_OF_LOG was. Until that block changes, a reader stops at the
+// old end and never looks at the others, so they may be written in any
+// order (ordering rule 1, in the package comment).
+func (b logBatch) blocks(dev func(ext extension, off int) int64) (rest []blockdev.Write, publish blockdev.Write) {
+	for i, x := range b.writes {
 		from := x.from / blockSize * blockSize
 		to := min((x.to+blockSize-1)/blockSize*blockSize, x.base+len(x.buf))
-		if err := blockdev.WriteAt(fs.dev, x.buf[from-x.base:to-x.base], int64(x.ext.start)*blockSize+int64(from)); err != nil {
-			return fmt.Errorf("write log extension at block %d: %w", x.ext.start, err)
+		if i == 0 {
+			publish = blockdev.Write{Off: dev(x.ext, from), Data: x.buf[from-x.base : from-x.base+blockSize]}
+			from += blockSize
+		}
+		if from < to {
+			rest = append(rest, blockdev.Write{Off: dev(x.ext, from), Data: x.buf[from-x.base : to-x.base]})
+		}
+	}
+	return rest, publish
+}
+
+// logOffset is the device byte offset of byte off of extension ext.
+func logOffset(ext extension, off int) int64 { return int64(ext.start)*blockSize + int64(off) }
+
+// writeBatch makes a batch part of the log on the device, all of it or
+// none of it whatever the device reorders: every block but the publishing
+// one, a flush, then the publishing block as a FUA write. dataFirst (the
+// batch points at new file data, or an fsync asked for the data written
+// before it) also wants a flush before the publishing write. It runs
+// without fs.mu; fs.logIO keeps log writes in order.
+func (fs *FS) writeBatch(b logBatch, dataFirst bool) error {
+	rest, publish := b.blocks(logOffset)
+	return fs.commitBlocks(rest, publish, dataFirst || b.dataFirst)
+}
+
+// commitBlocks writes rest, flushes, and writes publish with FUA. A crash
+// at any moment leaves publish's old content (and whatever rest reached,
+// which nothing reads) or all of it durable.
+func (fs *FS) commitBlocks(rest []blockdev.Write, publish blockdev.Write, dataFirst bool) error {
+	if err := blockdev.WriteMany(fs.dev, rest); err != nil {
+		return fmt.Errorf("write the log: %w", err)
+	}
+	if (len(rest) > 0 && orderRules.publishLast) || (dataFirst && orderRules.dataFirst) {
+		if err := blockdev.Flush(fs.dev); err != nil {
+			return fmt.Errorf("flush before the log's publishing write: %w", err)
+		}
+	}
+	if err := blockdev.WriteAtFUA(fs.dev, publish.Data, publish.Off); err != nil {
+		return fmt.Errorf("write the log's publishing block at byte %d: %w", publish.Off, err)
+	}
+	if dataFirst && !orderRules.dataFirst {
+		// Only with the rule turned off by a test: what an fsync wrote is
+		// still made durable, after the log.
+		if err := blockdev.Flush(fs.dev); err != nil {
+			return fmt.Errorf("flush: %w", err)
 		}
 	}
 	return nil
@@ -253,6 +305,7 @@ func (w *logWriter) requeue(b logBatch) {
 		}
 	}
 	w.done = append(older, w.done...)
+	w.dataFirst = w.dataFirst || b.dataFirst
 }
 
 // markDone widens the done entry of x's extension to cover x, if there is
@@ -365,10 +418,11 @@ func (fs *FS) flushLog(full bool, derr error) error {
 }
 
 // writeLog stages what stage adds (under fs.mu), then writes everything
-// staged and flushes the device (full: even if nothing was staged) with
-// fs.mu released, so file reads and writes never wait for the device.
-// Blocks freed before the staging are discarded once the records freeing
-// them are durable. The caller holds fs.logIO.
+// staged (writeBatch) with fs.mu released, so file reads and writes never
+// wait for the device; full also makes every write completed before it
+// durable, even if nothing was staged. Blocks freed by records staged
+// before the batch was taken go back to the allocator once the batch is
+// durable, and not before (ordering rule 3). The caller holds fs.logIO.
 func (fs *FS) writeLog(full bool, derr error, stage func() error) error {
 	fs.mu.Lock()
 	if fs.w == nil {
@@ -377,29 +431,27 @@ func (fs *FS) writeLog(full bool, derr error, stage func() error) error {
 	}
 	serr := stage()
 	b, werr := fs.w.take()
-	freed := fs.discards
-	fs.discards = nil
+	freed := fs.freeing
+	fs.freeing = nil
 	fs.mu.Unlock()
 
-	if werr == nil {
-		werr = fs.writeBatch(b)
-	}
 	var ferr error
-	if !b.empty() || full {
+	if werr == nil && !b.empty() {
+		werr = fs.writeBatch(b, full)
+	} else if full {
 		ferr = blockdev.Flush(fs.dev)
 	}
 
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	switch {
-	case werr != nil || ferr != nil:
+	if werr != nil || ferr != nil {
 		// Nothing says the batch is on the disk: write it again next time.
 		fs.w.requeue(b)
-		fs.discards = append(freed, fs.discards...)
-	case !b.empty() || full:
-		fs.discardLocked(freed)
-	default:
-		fs.discards = append(freed, fs.discards...)
+		fs.freeing = append(freed, fs.freeing...)
+	} else {
+		// The batch is durable, and so is every record staged before it
+		// (an empty batch means nothing was left to write).
+		fs.releaseFreed(freed)
 	}
 	return errors.Join(derr, serr, werr, ferr)
 }

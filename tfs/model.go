@@ -66,10 +66,13 @@ type extent struct {
 
 func (e *extent) end() uint64 { return e.fblock + e.length }
 
-// problem is one inconsistency found while building the model.
+// problem is one inconsistency found while building the model. fix, if
+// set, changes the tuple graph so that a log rebuilt from it no longer has
+// the problem (fsck --repair); the model built before is then stale.
 type problem struct {
 	Where string
 	What  string
+	fix   func()
 }
 
 func (p problem) String() string { return p.Where + ": " + p.What }
@@ -92,11 +95,42 @@ func checkName(name string) error {
 	return nil
 }
 
+// renameMalformed gives entry name of children tuple c, whose name Linux
+// or Nanos cannot use, a name they can, as e2fsck does: '/' and NUL become
+// '.', invalid UTF-8 becomes '?', a long name is cut to 255 bytes, a
+// reserved one becomes "lost+found", and "~N" is added if the result is
+// taken.
+func renameMalformed(c *tuple, name string) {
+	v := c.attrs[name]
+	delete(c.attrs, name)
+	fixed := strings.ToValidUTF8(strings.NewReplacer("/", ".", "\x00", ".").Replace(name), "?")
+	for len(fixed) > maxNameLen || !utf8.ValidString(fixed) {
+		fixed = fixed[:len(fixed)-1]
+	}
+	if fixed == "" || fixed == "." || fixed == ".." {
+		fixed = "lost+found"
+	}
+	try := fixed
+	for i := 1; ; i++ {
+		if _, taken := c.attrs[try]; !taken {
+			break
+		}
+		suffix := fmt.Sprintf("~%d", i)
+		base := fixed
+		for len(base)+len(suffix) > maxNameLen || !utf8.ValidString(base) {
+			base = base[:len(base)-1]
+		}
+		try = base + suffix
+	}
+	c.attrs[try] = v
+}
+
 // builder walks the tuple graph from the root and creates the nodes.
 type builder struct {
 	fs       *FS
 	used     *heap.Ranges
 	problems []problem
+	dropped  int // problems beyond maxProblems, counted only
 	dirs     map[*tuple]bool
 	claims   []claim // extents to reserve once the walk is done
 	nodes    int     // nodes made
@@ -107,13 +141,36 @@ type builder struct {
 type claim struct {
 	e     *extent
 	n     *Node
+	et    *tuple // the extents tuple, and e's key in it
+	key   string
 	where string
 }
 
-func (b *builder) add(where, format string, args ...any) {
-	if len(b.problems) < 10000 {
-		b.problems = append(b.problems, problem{where, fmt.Sprintf(format, args...)})
+// maxProblems bounds the problems kept with their fixes: a hostile image
+// can have millions. fsck --repair runs again until none are left.
+const maxProblems = 10000
+
+func (b *builder) add(fix func(), where, format string, args ...any) {
+	if len(b.problems) < maxProblems {
+		b.problems = append(b.problems, problem{where, fmt.Sprintf(format, args...), fix})
+	} else {
+		b.dropped++
 	}
+}
+
+// skip hides entry name of a directory's children tuple c from lookups and
+// listings: the model has no node for it, or (a directory met a second
+// time) must not show the node twice.
+func (b *builder) skip(c *tuple, name string) func() {
+	fs := b.fs
+	if fs.skipped == nil {
+		fs.skipped = map[*tuple]map[string]bool{}
+	}
+	if fs.skipped[c] == nil {
+		fs.skipped[c] = map[string]bool{}
+	}
+	fs.skipped[c][name] = true
+	return func() { delete(c.attrs, name) }
 }
 
 func kindOf(t *tuple) Kind {
@@ -156,26 +213,34 @@ func (b *builder) build(rootT *tuple) *Node {
 		for _, name := range names {
 			path := it.path + name
 			if err := checkName(name); err != nil {
-				b.add(it.path, "entry skipped: %v", err)
+				c, bad := children, name
+				b.add(func() { renameMalformed(c, bad) }, it.path, "entry skipped: %v", err)
+				b.skip(children, name)
 				continue
 			}
 			ct, ok := children.attrs[name].(*tuple)
 			if !ok {
-				b.add(path, "entry is a %T, not a tuple", children.attrs[name])
+				b.add(b.skip(children, name), path, "entry skipped: it is a %s, not a node", describeValue(children.attrs[name]))
 				continue
 			}
 			if ct.node != nil {
 				n := ct.node
 				if n.kind == KindDir {
-					b.add(path, "directory already appears at another place (a cycle, or two parents)")
+					b.add(b.skip(children, name), path, "entry skipped: the directory already appears at another place (a cycle, or two parents)")
 					continue
 				}
 				n.links++
 				continue
 			}
 			k := kindOf(ct)
+			if k == KindSymlink {
+				if _, ok := textOf(ct.attrs["linktarget"]); !ok {
+					b.add(b.skip(children, name), path, "entry skipped: linktarget is a %s, not a string", describeValue(ct.attrs["linktarget"]))
+					continue
+				}
+			}
 			if _, bad := ct.attrs["children"]; bad && k != KindDir {
-				b.add(path, "children is not a tuple")
+				b.add(func() { delete(ct.attrs, "children") }, path, "children is not a tuple")
 			}
 			n := b.fs.newNode(ct, k)
 			b.nodes++
@@ -183,15 +248,11 @@ func (b *builder) build(rootT *tuple) *Node {
 			switch k {
 			case KindDir:
 				if _, both := ct.attrs["extents"]; both {
-					b.add(path, "has both children and extents; treated as a directory")
+					b.add(func() { delete(ct.attrs, "extents") }, path, "has both children and extents; treated as a directory")
 				}
 				n.parent = it.dir
 				it.dir.subdirs++
 				stack = append(stack, item{n, path + "/"})
-			case KindSymlink:
-				if _, ok := textOf(ct.attrs["linktarget"]); !ok {
-					b.add(path, "linktarget is a %T, not a string", ct.attrs["linktarget"])
-				}
 			case KindFile:
 				b.file(n, path)
 			}
@@ -207,7 +268,8 @@ func (b *builder) reserve() {
 	sort.Slice(b.claims, func(i, j int) bool { return b.claims[i].e.dblock < b.claims[j].e.dblock })
 	for _, c := range b.claims {
 		if err := b.used.Reserve(c.e.dblock, c.e.allocated); err != nil {
-			b.add(c.where, "blocks [%d,+%d) overlap the log or another extent", c.e.dblock, c.e.allocated)
+			et, key := c.et, c.key
+			b.add(func() { delete(et.attrs, key) }, c.where, "extent dropped: blocks [%d,+%d) overlap the log or another extent", c.e.dblock, c.e.allocated)
 			c.n.removeExtent(c.e)
 		}
 	}
@@ -217,14 +279,28 @@ func (b *builder) reserve() {
 // file loads a regular file's length and extents.
 func (b *builder) file(n *Node, path string) {
 	t := n.t
+	badLength := false
 	if v, ok := t.attrs["filelength"]; ok {
 		l, ok := numberOf(v)
 		if !ok || l > 1<<62 {
-			b.add(path, "filelength %v is not a usable number", v)
+			badLength = true
 		} else {
 			n.size.Store(int64(l))
 		}
 	}
+	defer func() {
+		if !badLength {
+			return
+		}
+		// Keep what the extents hold.
+		var end uint64
+		if k := len(n.exts); k > 0 {
+			end = n.exts[k-1].end() * blockSize
+		}
+		n.size.Store(int64(end))
+		n.loggedSize = int64(end)
+		b.add(func() { t.attrs["filelength"] = intOf(end) }, path, "filelength %s is not a usable number; the file ends with its last extent", describeValue(t.attrs["filelength"]))
+	}()
 	n.loggedSize = n.size.Load()
 	ev, ok := t.attrs["extents"]
 	if !ok {
@@ -232,20 +308,22 @@ func (b *builder) file(n *Node, path string) {
 	}
 	et, ok := ev.(*tuple)
 	if !ok {
-		b.add(path, "extents is a %T, not a tuple", ev)
+		b.add(func() { delete(t.attrs, "extents") }, path, "extents is a %s, not a tuple; the file has no data", describeValue(ev))
 		return
 	}
 	vol := b.fs.blocks
+	keys := map[*extent]string{}
 	for key, v := range et.attrs {
 		where := fmt.Sprintf("%s extent %q", path, key)
+		drop := func() { delete(et.attrs, key) }
 		xt, ok := v.(*tuple)
 		if !ok {
-			b.add(where, "is a %T, not a tuple", v)
+			b.add(drop, where, "extent dropped: it is a %s, not a tuple", describeValue(v))
 			continue
 		}
 		fb, err := strconv.ParseUint(key, 10, 64)
 		if err != nil {
-			b.add(where, "key is not a decimal block number")
+			b.add(drop, where, "extent dropped: its key is not a decimal block number")
 			continue
 		}
 		var f [3]uint64
@@ -253,8 +331,9 @@ func (b *builder) file(n *Node, path string) {
 		for i, name := range []string{"offset", "length", "allocated"} {
 			x, ok := numberOf(xt.attrs[name])
 			if !ok {
-				b.add(where, "%s is missing or not a number", name)
+				b.add(drop, where, "extent dropped: %s is missing or not a number", name)
 				bad = true
+				break
 			}
 			f[i] = x
 		}
@@ -266,27 +345,57 @@ func (b *builder) file(n *Node, path string) {
 		e.logged = e.length
 		switch {
 		case e.length == 0 || e.allocated == 0:
-			b.add(where, "length %d or allocated %d is zero", e.length, e.allocated)
+			b.add(drop, where, "extent dropped: length %d or allocated %d is zero", e.length, e.allocated)
 			continue
 		case e.length > e.allocated:
-			b.add(where, "length %d exceeds allocated %d", e.length, e.allocated)
+			b.add(drop, where, "extent dropped: length %d exceeds allocated %d", e.length, e.allocated)
 			continue
 		case e.allocated > vol || e.dblock > vol-e.allocated:
-			b.add(where, "blocks [%d,+%d) lie outside the volume of %d blocks", e.dblock, e.allocated, vol)
+			b.add(drop, where, "extent dropped: blocks [%d,+%d) lie outside the volume of %d blocks", e.dblock, e.allocated, vol)
 			continue
 		case e.fblock > (1<<62)/blockSize-e.length:
-			b.add(where, "file blocks [%d,+%d) overflow", e.fblock, e.length)
+			b.add(drop, where, "extent dropped: file blocks [%d,+%d) overflow", e.fblock, e.length)
 			continue
 		}
-		b.claims = append(b.claims, claim{e, n, where})
+		keys[e] = key
 		n.exts = append(n.exts, e)
 	}
 	sort.Slice(n.exts, func(i, j int) bool { return n.exts[i].fblock < n.exts[j].fblock })
-	for i := 1; i < len(n.exts); i++ {
-		if n.exts[i-1].end() > n.exts[i].fblock {
-			b.add(path, "extents at file blocks %d and %d overlap", n.exts[i-1].fblock, n.exts[i].fblock)
+	// Extents overlapping in the file: the later one goes.
+	kept := n.exts[:0]
+	for _, e := range n.exts {
+		if k := len(kept); k > 0 && kept[k-1].end() > e.fblock {
+			key := keys[e]
+			b.add(func() { delete(et.attrs, key) }, path, "extent dropped: file blocks %d and %d overlap", kept[k-1].fblock, e.fblock)
+			continue
 		}
+		kept = append(kept, e)
+		b.claims = append(b.claims, claim{e: e, n: n, et: et, key: keys[e], where: fmt.Sprintf("%s extent %q", path, keys[e])})
 	}
+	n.exts = kept
+}
+
+// describeValue names what a value is, for problem reports: its type, and
+// a short rendering of a number or string.
+func describeValue(v value) string {
+	switch v.(type) {
+	case nil:
+		return "nothing"
+	case *tuple:
+		return "tuple"
+	case *vector:
+		return "vector"
+	}
+	if n, ok := numberOf(v); ok {
+		return fmt.Sprintf("number %d", n)
+	}
+	if s, ok := textOf(v); ok {
+		if len(s) > 40 {
+			s = s[:40] + "..."
+		}
+		return fmt.Sprintf("string %q", s)
+	}
+	return fmt.Sprintf("%T", v)
 }
 
 // newNode makes the node of t; numberTree (mount) or setIno (a new node)

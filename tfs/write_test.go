@@ -62,6 +62,7 @@ func TestFirstDataBlock(t *testing.T) {
 // intact and the changes present, including a v4 log, which gets a v5
 // extension appended.
 func TestFixturesModified(t *testing.T) {
+	skipUnderRace(t, "reads the large Nanos fixtures on one goroutine")
 	for _, name := range []string{"tree", "fusemod", "v4-old-encoding", "partitioned", "many10k"} {
 		t.Run(name, func(t *testing.T) {
 			exp := loadExpected(t, name)
@@ -105,6 +106,7 @@ func int64p(i int64) *int64 { return &i }
 func sha(b []byte) string   { return fmt.Sprintf("%x", sha256.Sum256(b)) }
 
 func TestFsckFixturesClean(t *testing.T) {
+	skipUnderRace(t, "reads the large Nanos fixtures on one goroutine")
 	for _, name := range fixtureNames(t) {
 		q := testQueue(t)
 		rep, err := Fsck(blockdev.NewMemoryFrom(q, loadImage(t, name), true), Options{})

@@ -88,14 +88,22 @@ created if missing, with --size (default 64M), or grown to --size.
 Exit status: 0 done, 1 bad usage, 2 failed.
 `
 
-const fsckHelp = `Usage: tfsmount fsck [--partition P] IMAGE
+const fsckHelp = `Usage: tfsmount fsck [--repair] [--partition P] IMAGE
 
-Checks the TFS volume in IMAGE without changing it and prints every problem
-found: log structure, dictionary references, extents inside the volume and
-not overlapping, directory tree.
+Checks the TFS volume in IMAGE and prints every problem found: log
+structure, dictionary references, extents inside the volume and not
+overlapping, directory entries, link counts. Without --repair nothing is
+changed.
+  --repair        fix what a crash or damage left, printing each change: a
+                  log that cannot be read to its end is ended before the
+                  first unreadable record; malformed entries are renamed
+                  (bad names) or removed; extents outside the volume or
+                  overlapping others are dropped; link counts are set; then
+                  the log is rewritten from what is kept (inode numbers
+                  change, as after 'tfsmount compact')
   --partition P   root (default), boot, or a byte offset
-Exit status (as fsck(8)): 0 clean, 4 problems found, 8 could not check,
-16 bad usage.
+Exit status (as fsck(8)): 0 clean, 1 problems fixed (now clean), 4 problems
+left, 8 could not check, 16 bad usage.
 `
 
 const lsHelp = `Usage: tfsmount ls [-l] [-R] [--partition P] IMAGE [PATH]

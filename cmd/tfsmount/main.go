@@ -21,6 +21,7 @@ const (
 	exitUsage      = 1  // mount(8): incorrect invocation or permissions
 	exitSystem     = 2  // mount(8): system error (out of memory, cannot fork...)
 	exitMountFail  = 32 // mount(8): mount failure
+	exitFsckFixed  = 1  // fsck(8): filesystem errors corrected
 	exitFsckErrors = 4  // fsck(8): filesystem errors left uncorrected
 	exitFsckFailed = 8  // fsck(8): operational error
 	exitFsckUsage  = 16 // fsck(8): usage or syntax error
