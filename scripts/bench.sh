@@ -17,7 +17,11 @@
 #   BENCH_RUNTIME  seconds per random 4 KiB fio run (default 10)
 #   BENCH_FILES    files for the metadata test (default 100000)
 #   BENCH_CACHE    tfsmount cache_size for the memory test (default 256M)
-#   BENCH_ONLY     space-separated subset of: fio meta mount rss (default all)
+#   BENCH_ONLY     space-separated subset of: fio meta mount rss sync (default all)
+#   BENCH_BEFORE   another tfsmount binary (say, built from an earlier commit)
+#                  to measure beside this one in the sync test, rounds
+#                  interleaved: what a change to the write ordering costs
+#   BENCH_SYNC_FILES  files for the create+fsync test (default 2000)
 #   BENCH_KEEP=1   keep the work directory
 #   TFSMOUNT_BIN   use this tfsmount binary instead of building bin/tfsmount
 # Benchmarks report; they never assert a speed.
@@ -29,7 +33,8 @@ SIZE=${BENCH_SIZE:-512M}
 RUNTIME=${BENCH_RUNTIME:-10}
 NFILES=${BENCH_FILES:-100000}
 CACHE=${BENCH_CACHE:-256M}
-ONLY=${BENCH_ONLY:-fio meta mount rss}
+ONLY=${BENCH_ONLY:-fio meta mount rss sync}
+SYNC_FILES=${BENCH_SYNC_FILES:-2000}
 WORK=${BENCH_WORK:-/var/tmp/tfsbench.$$}
 stamp=$(date +%Y%m%d-%H%M%S)
 
@@ -68,6 +73,9 @@ else
 	(cd "$repo" && go build -o bin/tfsmount ./cmd/tfsmount)
 	cp "$repo/bin/tfsmount" "$BIN/tfsmount"
 fi
+if [ -n "${BENCH_BEFORE:-}" ]; then
+	cp "$BENCH_BEFORE" "$BIN/tfsmount-before"
+fi
 (cd "$repo" && go mod download github.com/hanwen/go-fuse/v2 &&
 	go build -o "$BIN/loopback" github.com/hanwen/go-fuse/v2/example/loopback &&
 	go build -o "$BIN/metabench" ./scripts/metabench)
@@ -101,10 +109,10 @@ wait_mounted() { # MNT PID
 	die "$1 not mounted after 30 s"
 }
 
-# start_tfs IMAGE MNT [OPTS]: foreground daemon in the background, so we know its pid.
+# start_tfs IMAGE MNT [OPTS [BINARY]]: foreground daemon in the background, so we know its pid.
 start_tfs() {
 	mkdir -p "$2"
-	"$TFS" -f -o "allow_other${3:+,$3}" "$1" "$2" >>"$WORK/tfsmount.log" 2>&1 &
+	"${4:-$TFS}" -f -o "allow_other${3:+,$3}" "$1" "$2" >>"$WORK/tfsmount.log" 2>&1 &
 	DAEMON_OF[$2]=$!
 	wait_mounted "$2" $!
 }
@@ -291,10 +299,80 @@ rss() {
 	rm -rf "$img" "$lb"
 }
 
+# ------------------------------------------------------------------ fsync-heavy
+# What durability costs where applications ask for it often: 4 KiB random
+# writes each followed by fsync, 4 KiB appends each followed by fdatasync
+# (a new extent logged every time), and small files created with an fsync
+# each. tfsmount beside BENCH_BEFORE (if given), loopback and the raw disk,
+# two rounds interleaved, medians of the two.
+SYNCRES=$WORK/sync.tsv
+fio_sync() { # FILE RW SYNCFLAG -> IOPS
+	fio --name=sync --filename="$1" --rw="$2" --bs=4k --size=64M "--$3=1" --time_based --runtime="$RUNTIME" \
+		--ioengine=psync --output-format=json >"$WORK/fio.json" 2>>"$WORK/fio.err" ||
+		{ log "fio $2 $3 on $1 failed"; echo nan; return; }
+	python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0]; print("%.1f" % j["write"]["iops"])' "$WORK/fio.json"
+}
+sync_heavy() {
+	local targets="tfs loop raw" img mnt
+	[ -x "$BIN/tfsmount-before" ] && targets="before $targets"
+	declare -A fig=()
+	for round in 1 2; do
+		for target in $targets; do
+			case $target in
+			tfs | before)
+				local bin=$TFS
+				[ $target = before ] && bin=$BIN/tfsmount-before
+				img=$WORK/sync-$target.img mnt=$WORK/mnt-sync-$target
+				"$bin" mkfs --size 2G "$img" >/dev/null
+				start_tfs "$img" "$mnt" "" "$bin"
+				;;
+			loop)
+				mnt=$WORK/mnt-sync-loop
+				start_loop "$WORK/sync-loop-backing" "$mnt"
+				;;
+			raw)
+				mnt=$WORK/sync-raw
+				mkdir -p "$mnt"
+				;;
+			esac
+			log "fsync-heavy: $target, round $round"
+			fig[$target.rw.$round]=$(fio_sync "$mnt/rw.dat" randwrite fsync)
+			fig[$target.app.$round]=$(fio_sync "$mnt/append.dat" write fdatasync)
+			fig[$target.cr.$round]=$("$BIN/metabench" -fsync -n "$SYNC_FILES" "$mnt" | awk '$1 == "create+fsync" { print $4 }')
+			case $target in
+			tfs | before)
+				stop_mount "$mnt"
+				"$TFS" fsck "$img" >"$WORK/fsck-sync.txt" 2>&1 || log "fsck after fsync-heavy ($target) not clean: $(head -5 "$WORK/fsck-sync.txt")"
+				rm -f "$img"
+				;;
+			loop)
+				stop_mount "$mnt"
+				rm -rf "$WORK/sync-loop-backing"
+				;;
+			raw) rm -rf "$mnt" ;;
+			esac
+		done
+	done
+	med() { printf '%s\n' "$1" "$2" | sort -g | awk '{ s += $1 } END { printf "%.1f", s / NR }'; }
+	: >"$SYNCRES"
+	for t in rw:"4K rand write + fsync each" app:"4K append + fdatasync each" cr:"create+write+fsync small file"; do
+		local k=${t%%:*} name=${t#*:} row=
+		for target in before tfs loop raw; do
+			if [[ " $targets " == *" $target "* ]]; then
+				row+=$'\t'$(med "${fig[$target.$k.1]}" "${fig[$target.$k.2]}")
+			else
+				row+=$'\t-'
+			fi
+		done
+		printf '%s%s\n' "$name" "$row" >>"$SYNCRES"
+	done
+}
+
 want fio && fio_matrix
 want meta && meta
 want mount && mount_time
 want rss && rss
+want sync && sync_heavy
 
 # ------------------------------------------------------------------ report
 {
@@ -329,6 +407,19 @@ print("ratios are tfsmount / peer; for s and MiB rows lower is better, for the o
 PY
 	if [ -n "${RSS_BUDGET:-}" ]; then
 		echo "memory target: peak RSS within cache_size + 96 MiB = $RSS_BUDGET MiB"
+	fi
+	if [ -s "$SYNCRES" ]; then
+		echo
+		echo "fsync-heavy (ops/s, mean of 2 interleaved rounds; before = BENCH_BEFORE)"
+		python3 - "$SYNCRES" <<'PY'
+import sys
+print("%-34s %10s %10s %10s %10s %12s %10s" % ("test", "before", "tfsmount", "loopback", "raw", "tfs/before", "tfs/loop"))
+for l in open(sys.argv[1]):
+    name, *v = l.rstrip("\n").split("\t")
+    f = [float(x) if x not in ("-", "nan", "") else None for x in v]
+    r = lambda a, b: "%.2f" % (a / b) if a is not None and b else "-"
+    print("%-34s %10s %10s %10s %10s %12s %10s" % (name, *[("-" if x is None else "%.0f" % x) for x in f], r(f[1], f[0]), r(f[1], f[2])))
+PY
 	fi
 } | tee "$txt"
 

@@ -1,7 +1,8 @@
 // Command metabench times the metadata part of scripts/bench.sh: it creates
 // (open O_CREAT|O_EXCL, close), stats and unlinks N small files under a
 // directory, spread over subdirectories of at most 1000 entries, and prints
-// one line per phase: "PHASE OPS SECONDS OPS_PER_SEC".
+// one line per phase: "PHASE OPS SECONDS OPS_PER_SEC". With -fsync, each
+// file is fsync'd before it is closed (a mail spool, a package manager).
 //
 // It belongs to the scripts layer: a measuring tool, not part of tfsmount.
 package main
@@ -19,18 +20,19 @@ import (
 func main() {
 	n := flag.Int("n", 100000, "number of files")
 	perDir := flag.Int("per-dir", 1000, "files per subdirectory")
+	fsync := flag.Bool("fsync", false, "fsync each file after writing it")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: metabench [-n N] [-per-dir M] DIR")
 		os.Exit(2)
 	}
-	if err := run(flag.Arg(0), *n, *perDir); err != nil {
+	if err := run(flag.Arg(0), *n, *perDir, *fsync); err != nil {
 		fmt.Fprintln(os.Stderr, "metabench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(root string, n, perDir int) error {
+func run(root string, n, perDir int, fsync bool) error {
 	if perDir < 1 {
 		return fmt.Errorf("-per-dir must be at least 1")
 	}
@@ -49,7 +51,11 @@ func run(root string, n, perDir int) error {
 		paths[i] = filepath.Join(dir, fmt.Sprintf("f%07d", i))
 	}
 	payload := []byte("small file\n")
-	phase("create", n, func() error {
+	create := "create"
+	if fsync {
+		create = "create+fsync"
+	}
+	phase(create, n, func() error {
 		for _, p := range paths {
 			fd, err := unix.Open(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
 			if err != nil {
@@ -57,6 +63,11 @@ func run(root string, n, perDir int) error {
 			}
 			if _, err := unix.Write(fd, payload); err != nil {
 				return fmt.Errorf("write %s: %w", p, err)
+			}
+			if fsync {
+				if err := unix.Fsync(fd); err != nil {
+					return fmt.Errorf("fsync %s: %w", p, err)
+				}
 			}
 			if err := unix.Close(fd); err != nil {
 				return fmt.Errorf("close %s: %w", p, err)
