@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -191,4 +192,17 @@ func gunzipFixture(t *testing.T, name string) string {
 		t.Fatalf("close %s: %v", dst, err)
 	}
 	return dst
+}
+
+// exitCode is the exit status of a run (0 when it succeeded, -1 when it
+// did not exit normally).
+func exitCode(r cmdResult) int {
+	if r.Err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(r.Err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
 }
