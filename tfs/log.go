@@ -23,7 +23,11 @@ const (
 	recLink         = 0x05
 
 	extBlocks = 1024 // every extension after block 0 (§2.1)
-	maxLabel  = 31
+	// maxLinkBlocks bounds the extension a link may announce: replay reads
+	// an extension whole, and Nanos, ops and tfsmount all make 1024-block
+	// ones, so a larger claim is a crafted image asking for memory.
+	maxLinkBlocks = 16 * extBlocks
+	maxLabel      = 31
 )
 
 // extension is one contiguous run of log blocks.
@@ -309,6 +313,9 @@ func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logP
 				}
 				if n == 0 {
 					return fail(recPos, pos, "LOG_EXTENSION_LINK to block %d has zero length", s)
+				}
+				if n > maxLinkBlocks {
+					return fail(recPos, pos, "LOG_EXTENSION_LINK to an extension of %d blocks; no TFS writer makes one larger than %d", n, maxLinkBlocks)
 				}
 				if n > volBlocks || s > volBlocks-n {
 					return fail(recPos, pos, "LOG_EXTENSION_LINK to [%d,+%d) runs past the volume end (%d blocks)", s, n, volBlocks)
