@@ -40,6 +40,11 @@ type intVal struct {
 
 type value any
 
+// missingRef is a reference to a tuple index the log never defined, read
+// where a value (a directory entry, say) was expected. Replay keeps going;
+// the model reports and skips it, and it is never written back.
+type missingRef struct{ idx uint64 }
+
 // nullMarker is the one-byte buffer 00 that marks a flag attribute
 // (uninited, socket, no_encode) as present.
 var nullMarker = bytesVal{s: "\x00"}

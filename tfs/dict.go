@@ -22,6 +22,15 @@ type decoder struct {
 	// appending to such a log would collide indices, so mount rebuilds it.
 	dupNames bool
 	symSeen  map[string]bool
+	// missing lists where a value referred to an undefined index.
+	missing []missingAt
+}
+
+// missingAt is an attribute whose value was a missingRef when read.
+type missingAt struct {
+	t    *tuple
+	name string
+	ref  missingRef
 }
 
 func newDecoder() *decoder {
@@ -161,6 +170,11 @@ func (s *decodeState) value(pos, depth int) (value, int, error) {
 				return nil, p, fmt.Errorf("tuple reference at byte %d: %w", start, err)
 			}
 			pos = p
+			if h.l == 0 && (idx == 0 || idx >= uint64(len(s.d.dict))) {
+				// A plain reference to a node the log never defined:
+				// the attribute holding it is skipped, not the log.
+				return missingRef{idx}, pos, nil
+			}
 			o, err := s.lookup(idx, start)
 			if err != nil {
 				return nil, pos, err
@@ -247,6 +261,9 @@ func (s *decodeState) apply(t *tuple, name string, v value) {
 		s.d.obsolete++
 	}
 	t.attrs[name] = v
+	if m, ok := v.(missingRef); ok && len(s.d.missing) < maxProblems {
+		s.d.missing = append(s.d.missing, missingAt{t, name, m})
+	}
 }
 
 // encoder is the writing side of a log's dictionary: object identity →
@@ -303,6 +320,9 @@ func persistent(t *tuple) []string {
 			if _, skip := vt.attrs["no_encode"]; skip {
 				continue
 			}
+		}
+		if _, missing := v.(missingRef); missing {
+			continue
 		}
 		names = append(names, n)
 	}

@@ -133,6 +133,14 @@ func (fs *FS) buildModel(rootT *tuple) []problem {
 	b := &builder{fs: fs, used: fs.free}
 	fs.root = b.build(rootT)
 	fs.numberTree(fs.log.dec, b.nodes)
+	// References to undefined indices the walk did not meet as entries.
+	for _, m := range fs.log.dec.missing {
+		if v, ok := m.t.attrs[m.name].(missingRef); !ok || v != m.ref || fs.skipped[m.t][m.name] {
+			continue
+		}
+		t, name := m.t, m.name
+		b.add(func() { delete(t.attrs, name) }, "log", "attribute %q refers to index %d, which the log never defined", name, m.ref.idx)
+	}
 	if b.dropped > 0 {
 		b.problems = append(b.problems, problem{Where: fs.loc.what, What: fmt.Sprintf("%d more problems not listed (fsck --repair repairs the first %d; run it again)", b.dropped, maxProblems)})
 	}

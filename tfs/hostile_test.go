@@ -189,6 +189,8 @@ func TestMalformedEntries(t *testing.T) {
 		{"root as child", entryImage(nil, record([]byte{0x11, 0x03, 0x81, 'r', 0x10, 0x01})), "another place", []string{"/r"}},
 		{"bad names", entryImage(map[string]*tuple{".": fileT(nil), "x/../../../etc/escaped": fileT(nil), "\xff": fileT(nil)}), "entry skipped", nil},
 		{"entry not a node", entryImage(nil, record([]byte{0x11, 0x03, 0x81, 'n', 0xc1, '7'})), "not a node", []string{"/n"}},
+		{"reference to a missing node", entryImage(nil, record([]byte{0x11, 0x03, 0x81, 'm', 0x10, 0x50})), "never defined", []string{"/m"}},
+		{"attribute refers to a missing node", entryImage(nil, record([]byte{0x11, 0x01, 0x84, 'c', 'o', 'n', 'f', 0x10, 0x50})), "never defined", nil},
 		{"symlink without target", entryImage(map[string]*tuple{"l": noTarget}), "linktarget", []string{"/l"}},
 		{"dir and file", entryImage(map[string]*tuple{"x": both}), "both children and extents", nil},
 		{"extent not numeric", entryImage(map[string]*tuple{"f": badExt}), "offset is missing or not a number", nil},

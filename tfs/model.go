@@ -378,7 +378,9 @@ func (b *builder) file(n *Node, path string) {
 // describeValue names what a value is, for problem reports: its type, and
 // a short rendering of a number or string.
 func describeValue(v value) string {
-	switch v.(type) {
+	switch x := v.(type) {
+	case missingRef:
+		return fmt.Sprintf("reference to index %d, which the log never defined", x.idx)
 	case nil:
 		return "nothing"
 	case *tuple:
