@@ -134,68 +134,197 @@ func copyFileIn(fsys *tfs.FS, src string, n *tfs.Node, p *progress) error {
 
 // copyOut copies node n of fsys to the host path dest, which must not
 // exist (for a directory: may exist, then the tree is merged into it).
+// Nothing is ever written outside dest: every name is created relative to
+// its parent directory's descriptor, never through a symlink (those in the
+// image are copied as symlinks and never followed; one in the destination
+// where the image has a directory is an error, where it has a file it is
+// replaced), and an existing file is replaced, not written through (it
+// may be a hard link to a file elsewhere).
 func copyOut(fsys *tfs.FS, n *tfs.Node, dest string, p *progress) error {
+	if st, err := os.Stat(dest); err == nil && st.IsDir() && fsys.Getattr(n).Kind == tfs.KindDir {
+		// DEST itself is the user's to choose, symlink or not: merge into
+		// the directory it names.
+		fd, err := unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", dest, err)
+		}
+		defer unix.Close(fd)
+		if err := copyDirOut(fsys, n, fd, dest, p); err != nil {
+			return err
+		}
+		a := fsys.Getattr(n)
+		return unix.UtimesNanoAt(fd, ".", []unix.Timespec{timespec(a.Atime), timespec(a.Mtime)}, 0)
+	}
+	dir, name := filepath.Split(filepath.Clean(dest))
+	if dir == "" {
+		dir = "."
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	return copyOutAt(fsys, n, fd, name, dest, p)
+}
+
+// copyOutAt copies n to name in the directory open as dirfd; shown is the
+// host path, for messages.
+func copyOutAt(fsys *tfs.FS, n *tfs.Node, dirfd int, name, shown string, p *progress) error {
 	a := fsys.Getattr(n)
 	switch a.Kind {
 	case tfs.KindDir:
-		if err := os.Mkdir(dest, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return err
+		if err := unix.Mkdirat(dirfd, name, 0o755); err != nil && err != unix.EEXIST {
+			return fmt.Errorf("mkdir %s: %w", shown, err)
 		}
-		ents, err := fsys.ReadDir(n)
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("read directory for %s: %w", dest, err)
+			return fmt.Errorf("%s exists and is not a directory (a symlink is not followed): %w", shown, err)
 		}
-		for _, e := range ents {
-			c, err := fsys.Lookup(n, e.Name)
-			if err != nil {
-				return fmt.Errorf("lookup %s in the volume: %w", filepath.Join(dest, e.Name), err)
-			}
-			if err := copyOut(fsys, c, filepath.Join(dest, e.Name), p); err != nil {
-				return err
-			}
+		err = copyDirOut(fsys, n, fd, shown, p)
+		unix.Close(fd)
+		if err != nil {
+			return err
 		}
 		p.add(1, 0)
 	case tfs.KindSymlink:
 		target, err := fsys.Readlink(n)
 		if err != nil {
-			return fmt.Errorf("readlink for %s: %w", dest, err)
+			return fmt.Errorf("readlink for %s: %w", shown, err)
 		}
-		if err := os.Symlink(target, dest); err != nil {
+		if err := replaceable(dirfd, name, shown); err != nil {
 			return err
+		}
+		if err := unix.Symlinkat(target, dirfd, name); err != nil {
+			return fmt.Errorf("symlink %s: %w", shown, err)
 		}
 		p.add(1, 0)
 	case tfs.KindFile:
-		mode := os.FileMode(0o644)
+		mode := uint32(0o644)
 		if a.Exec {
 			mode = 0o755
 		}
 		if a.ReadOnly {
 			mode &^= 0o222
 		}
-		if err := copyFileOut(fsys, n, dest, mode, p); err != nil {
+		if err := copyFileOut(fsys, n, dirfd, name, shown, mode, p); err != nil {
 			return err
 		}
 		p.add(1, 0)
 	default:
-		fmt.Fprintf(os.Stderr, "tfsmount: skipping %s: a stale socket entry\n", dest)
+		fmt.Fprintf(os.Stderr, "tfsmount: skipping %s: a stale socket entry\n", shown)
 		return nil
 	}
-	return setHostTimes(dest, a.Atime, a.Mtime)
+	ts := []unix.Timespec{timespec(a.Atime), timespec(a.Mtime)}
+	if err := unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("set times of %s: %w", shown, err)
+	}
+	return nil
 }
 
-func copyFileOut(fsys *tfs.FS, n *tfs.Node, dest string, mode os.FileMode, p *progress) error {
-	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode|0o200)
+// copyDirOut copies the entries of directory n into the directory open as
+// fd. The names come from the model, which never shows one with a '/' or
+// "." or ".." (the builder skips them).
+func copyDirOut(fsys *tfs.FS, n *tfs.Node, fd int, shown string, p *progress) error {
+	ents, err := fsys.ReadDir(n)
 	if err != nil {
+		return fmt.Errorf("read directory for %s: %w", shown, err)
+	}
+	for _, e := range ents {
+		c, err := fsys.Lookup(n, e.Name)
+		if err != nil {
+			return fmt.Errorf("lookup %s in the volume: %w", filepath.Join(shown, e.Name), err)
+		}
+		if err := copyOutAt(fsys, c, fd, e.Name, filepath.Join(shown, e.Name), p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replaceable removes name from dirfd if it is anything but a directory,
+// so that what is copied out is created anew there.
+func replaceable(dirfd int, name, shown string) error {
+	var st unix.Stat_t
+	err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case err == unix.ENOENT:
+		return nil
+	case err != nil:
+		return fmt.Errorf("%s: %w", shown, err)
+	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return fmt.Errorf("%s exists and is a directory", shown)
+	}
+	if err := unix.Unlinkat(dirfd, name, 0); err != nil {
+		return fmt.Errorf("replace %s: %w", shown, err)
+	}
+	return nil
+}
+
+func copyFileOut(fsys *tfs.FS, n *tfs.Node, dirfd int, name, shown string, mode uint32, p *progress) error {
+	if err := replaceable(dirfd, name, shown); err != nil {
 		return err
 	}
-	if err := readFileTo(fsys, n, f, func(k int64) { p.add(0, k) }); err != nil {
+	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode|0o200)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", shown, err)
+	}
+	f := os.NewFile(uintptr(fd), shown)
+	if err := copySparse(fsys, n, f, func(k int64) { p.add(0, k) }); err != nil {
 		f.Close()
-		return fmt.Errorf("%s: %w", dest, err)
+		return fmt.Errorf("%s: %w", shown, err)
 	}
-	if err := f.Close(); err != nil {
+	if err := f.Chmod(os.FileMode(mode)); err != nil {
+		f.Close()
 		return err
 	}
-	return os.Chmod(dest, mode)
+	return f.Close()
+}
+
+// copySparse copies file n into the new, empty host file f as a sparse
+// file: only the data regions of n (SEEK_DATA) are read and written, and
+// the size is set at the end. A file whose size is all hole costs nothing,
+// and one that claims more than the host can hold fails with EFBIG instead
+// of writing zeros without end.
+func copySparse(fsys *tfs.FS, n *tfs.Node, f *os.File, count func(int64)) error {
+	size := fsys.Getattr(n).Size
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("size the copy to %d bytes: %w", size, err)
+	}
+	fsys.Open(n)
+	defer fsys.Release(n)
+	bp := getCopyBuf()
+	defer putCopyBuf(bp)
+	buf := *bp
+	for off := int64(0); off < size; {
+		data, err := fsys.Seek(n, off, unix.SEEK_DATA)
+		if errors.Is(err, syscall.ENXIO) {
+			return nil // holes to the end
+		}
+		if err != nil {
+			return fmt.Errorf("find data after %d in the volume: %w", off, err)
+		}
+		hole, err := fsys.Seek(n, data, unix.SEEK_HOLE)
+		if err != nil {
+			return fmt.Errorf("find a hole after %d in the volume: %w", data, err)
+		}
+		for off = data; off < hole; {
+			k, err := fsys.Read(n, buf[:min(int64(len(buf)), hole-off)], off)
+			if k > 0 {
+				if _, werr := f.WriteAt(buf[:k], off); werr != nil {
+					return werr
+				}
+				off += int64(k)
+				count(int64(k))
+			}
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read at %d from the volume: %w", off, err)
+			}
+			if k == 0 {
+				return fmt.Errorf("read at %d from the volume: file shrank", off)
+			}
+		}
+	}
+	return nil
 }
 
 // readFileTo writes the content of file n to w, telling count (if not nil)
@@ -225,15 +354,6 @@ func readFileTo(fsys *tfs.FS, n *tfs.Node, w io.Writer, count func(int64)) error
 			return nil
 		}
 	}
-}
-
-// setHostTimes sets atime and mtime of dest without following a symlink.
-func setHostTimes(dest string, atime, mtime time.Time) error {
-	ts := []unix.Timespec{timespec(atime), timespec(mtime)}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, dest, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("set times of %s: %w", dest, err)
-	}
-	return nil
 }
 
 // timespec converts t, treating the zero Time (no timestamp) as the epoch.
