@@ -18,10 +18,11 @@ build:
 	$(GO) build -o $(BIN) ./cmd/tfsmount
 
 # Debian packages the tests and the demo use: FUSE's mount helper, fio for
-# benchmarks and fio-driven tests, xfs_io and attr tools for e2e checks.
+# benchmarks and fio-driven tests, xfs_io and attr tools for e2e checks,
+# rsync and useradd for the copy and permission tests.
 setup:
 	@missing=""; \
-	for c in fusermount3:fuse3 fio:fio xfs_io:xfsprogs getfattr:attr; do \
+	for c in fusermount3:fuse3 fio:fio xfs_io:xfsprogs getfattr:attr rsync:rsync useradd:passwd; do \
 		command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

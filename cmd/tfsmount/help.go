@@ -46,12 +46,18 @@ mount of it is refused.
      umask=OOO         mode bits removed (default 022): directories show
                        0777&^umask, files 0666&^umask (plus x bits for files
                        TFS marks exec; no w bits for files marked readonly)
-     allow_other       let other users use the mount
-     default_permissions  let the kernel check the shown modes (recommended
+     allow_other       let other users use the mount; turns on
+                       default_permissions, so the owner and modes shown
+                       are what the kernel enforces
+     default_permissions  the kernel checks the shown owner and modes (on
                        with allow_other)
-     ignore_chmod      chmod/chown always succeed (TFS stores only a file's
-                       exec and readonly flags, which chmod still sets; by
-                       default any other change fails with EPERM)
+     no_default_permissions  with allow_other: nothing is checked, every
+                       user can read and change everything (a warning says so)
+     strict_chmod      chmod/chown asking for what TFS cannot store (modes
+                       other than its exec and readonly flags, other owners)
+                       fail with EPERM; by default they succeed and store
+                       the flags (what cp -a and rsync -a need)
+     ignore_chmod      the default, the opposite of strict_chmod
      writeback_cache   the kernel keeps written data in its page cache and
                        sends it in large batches (FUSE writeback cache)
      cache_size=N      page cache budget in bytes (K, M, G suffixes; default 256M)
@@ -73,7 +79,7 @@ As a mount(8) helper:
   ln -s "$(command -v tfsmount)" /sbin/mount.fuse.tfsmount
   mount -t fuse.tfsmount IMAGE MOUNTPOINT -o uid=1000
 /etc/fstab:
-  /srv/vm.img  /mnt/vm  fuse.tfsmount  defaults,allow_other,default_permissions  0 0
+  /srv/vm.img  /mnt/vm  fuse.tfsmount  defaults,allow_other,uid=1000,gid=1000  0 0
 `
 
 const mkfsHelp = `Usage: tfsmount mkfs [--label L] [--size N] [--from DIR] IMAGE [SIZE]

@@ -77,6 +77,7 @@ func parseMountArgs(args []string, helper bool) (mountArgs, error) {
 			return a, err
 		}
 	}
+	a.opts.finish()
 	if a.opts.FsName == "" {
 		a.opts.FsName = a.image
 	}
@@ -126,6 +127,9 @@ func mountMain(args []string, helper bool) int {
 		for _, w := range a.opts.Warnings {
 			fmt.Fprintf(os.Stderr, "tfsmount: warning: ignoring unknown mount option %q\n", w)
 		}
+		if a.opts.openToAll() {
+			fmt.Fprintf(os.Stderr, "tfsmount: warning: %s\n", openToAllWarning)
+		}
 	}
 	if st, err := os.Stat(a.dir); err != nil {
 		return fail(exitMountFail, "mount point %s: %v", a.dir, err)
@@ -166,6 +170,9 @@ func serve(a mountArgs, ready *os.File) int {
 	logf := logger.Printf
 	for _, w := range a.opts.Warnings {
 		logf("warning: ignoring unknown mount option %q", w)
+	}
+	if a.opts.openToAll() {
+		logf("warning: %s", openToAllWarning)
 	}
 	failMount := func(format string, args ...any) int {
 		msg := fmt.Sprintf(format, args...)

@@ -16,16 +16,21 @@ type mountOptions struct {
 	UID, GID           uint32
 	Umask              uint32
 	AllowOther         bool
-	DefaultPermissions bool
-	CacheSize          int64  // pagecache budget in bytes; 0: the default
-	IO                 string // auto, uring or sync
-	Partition          string // root, boot or a byte offset
-	FsName             string // "": the IMAGE argument
-	Debug              bool
-	Stats              bool
-	IgnoreChmod        bool
-	WritebackCache     bool   // the kernel buffers writes (FUSE writeback_cache)
-	LogFile            string // daemon messages go here instead of syslog
+	DefaultPermissions bool // the kernel checks modes and owners (on with allow_other unless NoDefaultPermissions)
+	// NoDefaultPermissions: no_default_permissions was asked for, so
+	// allow_other does not turn default_permissions on.
+	NoDefaultPermissions bool
+	CacheSize            int64  // pagecache budget in bytes; 0: the default
+	IO                   string // auto, uring or sync
+	Partition            string // root, boot or a byte offset
+	FsName               string // "": the IMAGE argument
+	Debug                bool
+	Stats                bool
+	// IgnoreChmod (the default; strict_chmod turns it off): chmod and
+	// chown asking for what TFS cannot store succeed and store what it can.
+	IgnoreChmod    bool
+	WritebackCache bool   // the kernel buffers writes (FUSE writeback_cache)
+	LogFile        string // daemon messages go here instead of syslog
 	// Remount asks to change the flags of an existing mount (mount -o
 	// remount); the flags come from vfsFlags.
 	Remount bool
@@ -34,12 +39,30 @@ type mountOptions struct {
 	Warnings []string
 }
 
+// finish derives what depends on several options; call it once every -o
+// list is parsed.
+func (o *mountOptions) finish() {
+	if o.AllowOther && !o.NoDefaultPermissions {
+		o.DefaultPermissions = true
+	}
+}
+
+// openToAll reports a mount that lets every user in without the kernel
+// checking the modes it shows.
+func (o *mountOptions) openToAll() bool {
+	return o.AllowOther && !o.DefaultPermissions
+}
+
+// openToAllWarning is printed (and logged) for such a mount.
+const openToAllWarning = "allow_other with no_default_permissions: every user can read, change and delete every file, whatever owner and mode it shows"
+
 func defaultMountOptions() mountOptions {
 	return mountOptions{
-		UID:   uint32(os.Getuid()),
-		GID:   uint32(os.Getgid()),
-		Umask: 0o022,
-		IO:    "auto",
+		UID:         uint32(os.Getuid()),
+		GID:         uint32(os.Getgid()),
+		Umask:       0o022,
+		IO:          "auto",
+		IgnoreChmod: true,
 	}
 }
 
@@ -88,7 +111,9 @@ func parseMountOptions(list string, o *mountOptions) error {
 		case "allow_other":
 			o.AllowOther = true
 		case "default_permissions":
-			o.DefaultPermissions = true
+			o.DefaultPermissions, o.NoDefaultPermissions = true, false
+		case "no_default_permissions":
+			o.DefaultPermissions, o.NoDefaultPermissions = false, true
 		case "cache_size":
 			o.CacheSize, err = parseSize(val)
 			if err != nil || !hasVal || o.CacheSize < 1<<20 {
@@ -119,6 +144,8 @@ func parseMountOptions(list string, o *mountOptions) error {
 			o.Stats = true
 		case "ignore_chmod":
 			o.IgnoreChmod = true
+		case "strict_chmod":
+			o.IgnoreChmod = false
 		case "writeback_cache":
 			o.WritebackCache = true
 		case "no_writeback_cache":

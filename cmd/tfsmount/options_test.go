@@ -22,6 +22,11 @@ func TestParseMountOptions(t *testing.T) {
 		{"allow_other,default_permissions,ignore_chmod,debug,stats", func(o *mountOptions) {
 			o.AllowOther, o.DefaultPermissions, o.IgnoreChmod, o.Debug, o.Stats = true, true, true, true, true
 		}, ""},
+		{"strict_chmod", func(o *mountOptions) { o.IgnoreChmod = false }, ""},
+		{"strict_chmod,ignore_chmod", func(o *mountOptions) {}, ""},
+		{"allow_other", func(o *mountOptions) { o.AllowOther, o.DefaultPermissions = true, true }, ""},
+		{"allow_other,no_default_permissions", func(o *mountOptions) { o.AllowOther, o.NoDefaultPermissions = true, true }, ""},
+		{"no_default_permissions,default_permissions", func(o *mountOptions) { o.DefaultPermissions = true }, ""},
 		{"writeback_cache", func(o *mountOptions) { o.WritebackCache = true }, ""},
 		{"writeback_cache,no_writeback_cache", func(o *mountOptions) {}, ""},
 		{"cache_size=512M,io=sync", func(o *mountOptions) { o.CacheSize, o.IO = 512<<20, "sync" }, ""},
@@ -43,6 +48,7 @@ func TestParseMountOptions(t *testing.T) {
 	for _, c := range cases {
 		o := defaultMountOptions()
 		err := parseMountOptions(c.in, &o)
+		o.finish()
 		if c.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Errorf("%q: error %v, want one mentioning %q", c.in, err, c.wantErr)
@@ -57,6 +63,25 @@ func TestParseMountOptions(t *testing.T) {
 		c.want(&want)
 		if !reflect.DeepEqual(o, want) {
 			t.Errorf("%q:\n got %+v\nwant %+v", c.in, o, want)
+		}
+	}
+}
+
+// TestOpenToAll: only allow_other with an explicit no_default_permissions
+// lets everyone in unchecked, and that is what the warning is for.
+func TestOpenToAll(t *testing.T) {
+	for in, want := range map[string]bool{
+		"": false, "allow_other": false, "allow_other,default_permissions": false,
+		"allow_other,no_default_permissions": true, "no_default_permissions": false,
+		"allow_other,no_default_permissions,default_permissions": false,
+	} {
+		o := defaultMountOptions()
+		if err := parseMountOptions(in, &o); err != nil {
+			t.Fatal(err)
+		}
+		o.finish()
+		if o.openToAll() != want {
+			t.Errorf("%q: openToAll %v, want %v", in, o.openToAll(), want)
 		}
 	}
 }
