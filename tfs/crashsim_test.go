@@ -3,7 +3,6 @@ package tfs
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
 	"math/rand"
@@ -740,7 +739,7 @@ func (s *sim) checkImage(res *simResult, dev blockdev.Device, at int, state stri
 			got := make([]byte, fs.Getattr(n).Size)
 			if _, err := read(n, got); err != nil || len(got) != p.size || sha256.Sum256(got) != p.sum {
 				res.lostFsynced++
-				res.fail("%s: file %d at %s promised by %s at event %d: %d bytes, want %d (%v)%s\n%s", where, p.id, name, p.what, p.clock, len(got), p.size, err, firstStampDiff(got), s.opsNear(at))
+				res.fail("%s: file %d at %s promised by %s at event %d: %d bytes, want %d (%v)%s\n%s", where, p.id, name, p.what, p.clock, len(got), p.size, err, firstBytes(got), s.opsNear(at))
 				break
 			}
 		}
@@ -768,7 +767,8 @@ func readDirect(fs *FS, dev blockdev.Device, n *Node, p []byte) (int, error) {
 	return len(p), nil
 }
 
-func firstStampDiff(b []byte) string {
+// firstBytes shows the start of what a file held, for failure reports.
+func firstBytes(b []byte) string {
 	return fmt.Sprintf(" [first bytes % x]", b[:min(len(b), 16)])
 }
 
@@ -936,7 +936,6 @@ func TestCrashSimLong(t *testing.T) {
 	}
 }
 
-var errSimRule = errors.New("rule workload")
 
 // The ordering rules of the package comment, one test each: the rule's
 // workload passes the simulator, and fails it with the rule taken out.
