@@ -936,7 +936,6 @@ func TestCrashSimLong(t *testing.T) {
 	}
 }
 
-
 // The ordering rules of the package comment, one test each: the rule's
 // workload passes the simulator, and fails it with the rule taken out.
 

@@ -36,6 +36,18 @@ func tornFixture(t *testing.T) (img []byte, eol int64, want map[string][]byte) {
 	return img, eol, want
 }
 
+// cutShort writes over the END_OF_LOG at eol a record of a block's worth
+// of bytes, of which only those up to the end of the blocks-th block from
+// eol's are there (non-zero); the rest are as they were.
+func cutShort(img []byte, eol int64, blocks int64) {
+	n := uint64(blockSize)
+	b := putVarint(putVarint([]byte{recEndOfSegment, recAvailable}, n), n)
+	copy(img[eol:], b)
+	for i := eol + int64(len(b)); i < (eol/blockSize+blocks)*blockSize; i++ {
+		img[i] = 0x91
+	}
+}
+
 func checkFiles(t *testing.T, fs *FS, want map[string][]byte) {
 	t.Helper()
 	for p, b := range want {
@@ -58,22 +70,11 @@ func TestTornTails(t *testing.T) {
 			copy(img[eol:], append(putVarint(putVarint([]byte{recLink}, 6000), extBlocks), recEndOfLog))
 		}, true, "link to an extension that was never written"},
 		{"record cut short by unwritten blocks", func(img []byte, eol int64) {
-			// A record whose bytes run into the next block, which is
-			// still zeros.
-			n := uint64(blockSize)
-			b := putVarint(putVarint([]byte{recEndOfSegment, recAvailable}, n), n)
-			copy(img[eol:], b)
-			for i := eol + int64(len(b)); i < (eol/blockSize+1)*blockSize; i++ {
-				img[i] = 0x91
-			}
+			// The next block, where the record goes on, is still zeros.
+			cutShort(img, eol, 1)
 		}, true, "record cut short"},
 		{"record cut short, stale bytes after", func(img []byte, eol int64) {
-			n := uint64(blockSize)
-			b := putVarint(putVarint([]byte{recEndOfSegment, recAvailable}, n), n)
-			copy(img[eol:], b)
-			for i := eol + int64(len(b)); i < (eol/blockSize+3)*blockSize; i++ {
-				img[i] = 0x91
-			}
+			cutShort(img, eol, 3)
 		}, false, "unreadable"},
 		{"unknown record after stale data", func(img []byte, eol int64) {
 			img[eol] = 0x7e
