@@ -35,8 +35,9 @@ import (
 //     the wrong offset is found by a scan.
 
 var (
-	crashSeeds  = flag.Int("crashsim.seeds", 0, "crash simulator: run this many seeds in TestCrashSimLong")
-	crashStates = flag.Int("crashsim.states", 5000, "crash simulator: crash states to check in all in TestCrashSimLong")
+	crashSeeds   = flag.Int("crashsim.seeds", 0, "crash simulator: run this many seeds in TestCrashSimLong")
+	crashStates  = flag.Int("crashsim.states", 5000, "crash simulator: crash states to check in all in TestCrashSimLong")
+	crashNoRules = flag.Bool("crashsim.norules", false, "crash simulator: run TestCrashSimLong with the ordering rules off, to see what they prevent")
 )
 
 // simConfig is one simulator run.
@@ -905,6 +906,12 @@ func TestCrashSimLong(t *testing.T) {
 	if *crashSeeds == 0 {
 		t.Skip("the long crash simulation runs with -crashsim.seeds=N (scripts/crashsim.sh)")
 	}
+	if *crashNoRules {
+		for _, r := range []string{"publishLast", "dataFirst", "freeAfterCommit"} {
+			setRule(r, false)
+			defer setRule(r, true)
+		}
+	}
 	var total simResult
 	perSeed := *crashStates / *crashSeeds
 	for i := 0; i < *crashSeeds; i++ {
@@ -928,6 +935,10 @@ func TestCrashSimLong(t *testing.T) {
 		total.failures = append(total.failures, res.failures...)
 	}
 	t.Logf("all seeds: %s", &total)
+	if *crashNoRules {
+		t.Logf("(ordering rules off: failures are what the rules prevent)")
+		return
+	}
 	if total.bad() > 0 {
 		t.Fatalf("%s\n%s", &total, strings.Join(total.failures[:min(len(total.failures), 12)], "\n"))
 	}
