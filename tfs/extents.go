@@ -261,8 +261,12 @@ func (fs *FS) allocGap(n *Node, g0, g1 uint64, uninited bool) error {
 			span := prev.length
 			if prev.pending {
 				// A pending growth piece merges into the logged extent
-				// it grows at commit: the cap is on both together.
-				if base := n.extentAt(prev.fblock - 1); prev.fblock > 0 && base != nil && mergeable(base, prev) {
+				// it grows at commit: the cap is on both together. A
+				// piece after an extent too full to take it (a new
+				// extent placed right after a full one, say) is logged
+				// on its own, so only its own length counts.
+				if base := n.extentAt(prev.fblock - 1); prev.fblock > 0 && base != nil && mergeable(base, prev) &&
+					base.length+prev.length <= maxExtentBlocks {
 					span += base.length
 				}
 			}
