@@ -120,15 +120,14 @@ type tornTail struct {
 // extension it was in (its image, and the record boundaries seen there)
 // and the record that failed.
 type logFailure struct {
-	err     error
-	ext     extension
-	buf     []byte // nil when the extension itself could not be read
-	starts  []int  // record start offsets in buf, in order; the failing record last
-	ends    []int  // where each of those records ends (the failing one: as far as it could be read)
-	linkPos int    // for a link to an unreadable extension: the link record's offset in the linking extension
-	badLink bool   // the failure is reading a linked extension
-	linkBuf []byte // ... and the linking extension's image
-	linkExt extension
+	err    error
+	ext    extension
+	buf    []byte // nil when the extension itself could not be read
+	starts []int  // record start offsets in buf, in order; the failing record last
+	ends   []int  // where each of those records ends (the failing one: as far as it could be read)
+	// link, if not nil: the failure is reading the extension a link
+	// announced, and this is where the link record is.
+	link *logPos
 }
 
 // readLog replays the log of a volume of volBlocks blocks and returns it
@@ -148,11 +147,12 @@ func readLog(dev blockdev.Device, volBlocks uint64, salvage bool) (*logState, *h
 		return l, used, nil
 	}
 	at, why, ok := tornTailAt(fail)
-	if !ok && !salvage {
-		return nil, nil, fail.err
+	if !ok && salvage {
+		at, ok = salvagePoint(fail)
+		why = "unreadable"
 	}
 	if !ok {
-		at, why = salvagePoint(fail), "unreadable"
+		return nil, nil, fail.err
 	}
 	// Replay again up to the cut: the failing records may have changed the
 	// object graph before they failed.
@@ -180,9 +180,9 @@ func readLog(dev blockdev.Device, volBlocks uint64, salvage bool) (*logState, *h
 // only reached through a link (so the second applies to it only if it is
 // also zeros from some point on, which a log image never is).
 func tornTailAt(f *logFailure) (logPos, string, bool) {
-	if f.badLink {
+	if f.link != nil {
 		if errors.Is(f.err, errNoHeader) {
-			return logPos{ext: f.linkExt.start, pos: f.linkPos}, "link to an extension that was never written", true
+			return *f.link, "link to an extension that was never written", true
 		}
 		return logPos{}, "", false
 	}
@@ -203,12 +203,15 @@ func tornTailAt(f *logFailure) (logPos, string, bool) {
 
 // salvagePoint is where fsck --repair ends a log that tornTailAt could not
 // explain: before the failing record, or at the link to an unreadable
-// extension.
-func salvagePoint(f *logFailure) logPos {
-	if f.badLink {
-		return logPos{ext: f.linkExt.start, pos: f.linkPos}
+// extension. A log whose block 0 cannot be read has no such place.
+func salvagePoint(f *logFailure) (logPos, bool) {
+	switch {
+	case f.link != nil:
+		return *f.link, true
+	case len(f.starts) > 0:
+		return logPos{ext: f.ext.start, pos: f.starts[len(f.starts)-1]}, true
 	}
-	return logPos{ext: f.ext.start, pos: f.starts[len(f.starts)-1]}
+	return logPos{}, false
 }
 
 // zeroSuffix is the smallest block-aligned offset from which buf is all
@@ -248,11 +251,11 @@ func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logP
 	var pendingTotal uint64
 	var pendingVersion int
 	pendingAt := ""
-	var prev *logFailure // the linking extension, for a failure reading the next one
+	var link *logPos // the link that led to ext, for a failure reading it
 	for {
 		buf := make([]byte, ext.nblocks*blockSize)
 		if err := blockdev.ReadAt(dev, buf, int64(ext.start)*blockSize); err != nil {
-			return nil, &logFailure{err: fmt.Errorf("read log extension at block %d: %w", ext.start, err), ext: ext}
+			return nil, &logFailure{err: fmt.Errorf("read log extension at block %d: %w", ext.start, err), ext: ext, link: link}
 		}
 		where := func(pos int) string { return fmt.Sprintf("log extension at block %d, byte %d", ext.start, pos) }
 		initial := ext.start == 0 && len(l.exts) == 0
@@ -261,11 +264,7 @@ func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logP
 			err = fmt.Errorf("header says %d blocks, but the link gave %d", size, ext.nblocks)
 		}
 		if err != nil {
-			f := &logFailure{err: fmt.Errorf("%s: header: %w", where(0), err), ext: ext}
-			if prev != nil {
-				f.badLink, f.linkExt, f.linkBuf, f.linkPos = true, prev.ext, prev.buf, prev.linkPos
-			}
-			return nil, f
+			return nil, &logFailure{err: fmt.Errorf("%s: header: %w", where(0), err), ext: ext, link: link}
 		}
 		if initial {
 			l.uuid, l.label = uuid, label
@@ -324,7 +323,7 @@ func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logP
 					return fail(recPos, pos, "LOG_EXTENSION_LINK to [%d,+%d) overlaps the log (a cycle?) or other used blocks", s, n)
 				}
 				next = &extension{start: s, nblocks: n}
-				f.linkPos = recPos
+				link = &logPos{ext: ext.start, pos: recPos}
 				break records
 			case recAvailable:
 				var total, n uint64
@@ -386,7 +385,6 @@ func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logP
 				f.starts, f.ends = append(f.starts, recPos), append(f.ends, pos)
 			}
 		}
-		prev = f
 		ext = *next
 	}
 }

@@ -1,6 +1,7 @@
 package tfs
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -129,5 +130,23 @@ func TestTornTails(t *testing.T) {
 				t.Fatalf("second repair: %v, changes %q, then %v", err, changes, rep)
 			}
 		})
+	}
+}
+
+// TestUnreadableExtension: a read error in the log is no torn tail. Mount
+// and fsck report it, and fsck --repair ends the log at the link to the
+// unreadable extension (here that leaves no root, so it says it cannot
+// repair) rather than failing in any other way.
+func TestUnreadableExtension(t *testing.T) {
+	q := testQueue(t)
+	img, _, _ := tornFixture(t)
+	dev := blockdev.NewFaulty(blockdev.NewMemoryFrom(q, img, false), q)
+	dev.FailRange(blockSize, extBlocks*blockSize, errors.New("injected read error"), blockdev.OpRead)
+	if _, err := Mount(dev, Options{Queue: q, ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "injected read error") {
+		t.Fatalf("mount: %v", err)
+	}
+	_, _, err := Repair(dev, Options{Queue: q})
+	if err == nil || !strings.Contains(err.Error(), "cannot repair") || !strings.Contains(err.Error(), "injected read error") {
+		t.Fatalf("repair: %v", err)
 	}
 }
