@@ -177,11 +177,10 @@ func (r *Recording) CrashPoints() []int {
 // CrashWalker builds crash images at increasing crash points, keeping the
 // durable image up to date instead of rebuilding it for every state.
 type CrashWalker struct {
-	r       *Recording
-	at      int
-	img     []byte
-	rank    []int32 // per sector: rank of the write that set it (-1: base)
-	durable []bool  // by op: applied to img
+	r    *Recording
+	at   int
+	img  []byte
+	rank []int32 // per sector: rank of the write that set it (-1: base)
 	// order lists the writes that ever become durable by the moment they
 	// do (durAt), so Advance only looks at the next few.
 	order []int
@@ -191,7 +190,7 @@ type CrashWalker struct {
 
 // Walker starts a walk at the beginning of the recording.
 func (r *Recording) Walker() *CrashWalker {
-	w := &CrashWalker{r: r, img: append([]byte(nil), r.base...), durable: make([]bool, len(r.ops)), durAt: make([]int, len(r.ops))}
+	w := &CrashWalker{r: r, img: append([]byte(nil), r.base...), durAt: make([]int, len(r.ops))}
 	w.rank = make([]int32, (len(r.base)+crashSector-1)/crashSector)
 	for i := range w.rank {
 		w.rank[i] = -1
@@ -257,19 +256,17 @@ func (w *CrashWalker) Advance(at int) {
 	w.at = at
 	for ; w.next < len(w.order) && w.durAt[w.order[w.next]] <= at; w.next++ {
 		i := w.order[w.next]
-		w.durable[i] = true
 		apply(w.img, w.rank, &w.r.ops[i], w.rankOf(i), nil)
 	}
 }
 
-// PendingWrite is a write that may or may not be on the medium.
+// PendingWrite is a write (or discard) that may or may not be on the
+// medium.
 type PendingWrite struct {
-	Index    int   // in the recording
-	Off      int64 // byte offset
-	Len      int64
-	Sectors  int  // sectors it covers: a torn write keeps some of them
-	InFlight bool // not completed at the crash
-	Discard  bool
+	Index   int   // in the recording
+	Off     int64 // byte offset
+	Sectors int   // sectors it covers: a torn write keeps some of them
+	Discard bool
 }
 
 // Pending lists, in submission order, the writes and discards submitted
@@ -278,12 +275,12 @@ func (w *CrashWalker) Pending() []PendingWrite {
 	var out []PendingWrite
 	for i := range w.r.ops {
 		o := &w.r.ops[i]
-		if (o.op != OpWrite && o.op != OpDiscard) || w.durable[i] || o.submitted >= w.at {
+		durable := w.durAt[i] >= 0 && w.durAt[i] <= w.at
+		if (o.op != OpWrite && o.op != OpDiscard) || durable || o.submitted >= w.at {
 			continue
 		}
 		s0, s1 := o.off/crashSector, (o.end()+crashSector-1)/crashSector
-		out = append(out, PendingWrite{Index: i, Off: o.off, Len: o.end() - o.off, Sectors: int(s1 - s0),
-			InFlight: o.completed < 0 || o.completed >= w.at, Discard: o.op == OpDiscard})
+		out = append(out, PendingWrite{Index: i, Off: o.off, Sectors: int(s1 - s0), Discard: o.op == OpDiscard})
 	}
 	return out
 }
@@ -312,33 +309,26 @@ func (w *CrashWalker) Image(kept []Kept) []byte {
 // read-only device, without copying the image: reads see the kept writes'
 // sectors over the durable image. It is valid until the next Advance.
 func (w *CrashWalker) Device(q *bh.Queue, kept []Kept) Device {
-	ov := &overlay{q: q, base: w.img, sectors: map[int64][]byte{}, rank: map[int64]int32{}}
+	ov := &overlay{q: q, base: w.img, sectors: map[int64][]byte{}}
+	rank := map[int64]int32{}
 	for _, k := range kept {
-		o := &w.r.ops[k.Index]
-		if o.op != OpWrite {
-			continue
-		}
 		r := w.rankOf(k.Index)
-		first := o.off / crashSector
-		for s := first; s*crashSector < o.end(); s++ {
-			if k.Sectors != nil && !k.Sectors[s-first] {
-				continue
-			}
-			if w.rank[s] > r {
-				continue
-			}
-			if have, ok := ov.rank[s]; ok && have > r {
-				continue
-			}
-			sec, ok := ov.sectors[s]
-			if !ok {
-				sec = append([]byte(nil), w.img[s*crashSector:(s+1)*crashSector]...)
-				ov.sectors[s] = sec
-			}
-			ov.rank[s] = r
-			lo, hi := max(o.off, s*crashSector), min(o.end(), (s+1)*crashSector)
-			copy(sec[lo-s*crashSector:hi-s*crashSector], o.data[lo-o.off:hi-o.off])
-		}
+		layer(&w.r.ops[k.Index], r, k.Sectors,
+			func(s int64) int32 {
+				if have, ok := rank[s]; ok {
+					return have
+				}
+				return w.rank[s]
+			},
+			func(s int64) []byte {
+				rank[s] = r
+				sec, ok := ov.sectors[s]
+				if !ok {
+					sec = append([]byte(nil), w.img[s*crashSector:(s+1)*crashSector]...)
+					ov.sectors[s] = sec
+				}
+				return sec
+			})
 	}
 	return ov
 }
@@ -348,7 +338,6 @@ type overlay struct {
 	q       *bh.Queue
 	base    []byte
 	sectors map[int64][]byte
-	rank    map[int64]int32
 }
 
 func (v *overlay) Submit(r *Request) {
@@ -386,19 +375,27 @@ func (v *overlay) Close() error    { return nil }
 // apply writes o into img where it outranks what the sectors hold; sectors,
 // if not nil, says which of o's sectors reached the medium.
 func apply(img []byte, rank []int32, o *recorded, r int32, sectors []bool) {
+	layer(o, r, sectors, func(s int64) int32 { return rank[s] }, func(s int64) []byte {
+		rank[s] = r
+		return img[s*crashSector : (s+1)*crashSector]
+	})
+}
+
+// layer lays write o, of rank r, over a sector store: each of its sectors
+// (those keep marks, if keep is not nil) where it outranks what the sector
+// holds (rankAt), into the sector's bytes (sector, which also records r).
+// Discards change nothing (see the device model above).
+func layer(o *recorded, r int32, keep []bool, rankAt func(s int64) int32, sector func(s int64) []byte) {
+	if o.op != OpWrite {
+		return
+	}
 	first := o.off / crashSector
 	for s := first; s*crashSector < o.end(); s++ {
-		if sectors != nil && !sectors[s-first] {
+		if (keep != nil && !keep[s-first]) || rankAt(s) > r {
 			continue
 		}
-		if rank[s] > r {
-			continue
-		}
-		rank[s] = r
 		lo, hi := max(o.off, s*crashSector), min(o.end(), (s+1)*crashSector)
-		if o.op == OpWrite {
-			copy(img[lo:hi], o.data[lo-o.off:hi-o.off])
-		}
+		copy(sector(s)[lo-s*crashSector:hi-s*crashSector], o.data[lo-o.off:hi-o.off])
 	}
 }
 

@@ -78,28 +78,48 @@ type Write struct {
 	Data []byte
 }
 
-// WriteMany submits every write at once (SubmitAll) and waits for all of
-// them; the writes may complete in any order.
+// WriteMany submits every write at once and waits for all of them; the
+// writes may complete in any order.
 func WriteMany(d Device, ws []Write) error {
-	if len(ws) == 0 {
+	rs := make([]*Request, len(ws))
+	for i, w := range ws {
+		rs[i] = &Request{Op: OpWrite, Off: w.Off, Bufs: [][]byte{w.Data}}
+	}
+	return submitAndWait(d, rs)
+}
+
+// DiscardMany discards every range [Off, Off+Length) of rs at once and
+// waits for all of them.
+func DiscardMany(d Device, ranges [][2]int64) error {
+	rs := make([]*Request, len(ranges))
+	for i, r := range ranges {
+		rs[i] = &Request{Op: OpDiscard, Off: r[0], Length: r[1]}
+	}
+	return submitAndWait(d, rs)
+}
+
+// submitAndWait hands rs to the device together (SubmitAll) and waits for
+// every completion; a read or write that moved less than asked is an
+// error.
+func submitAndWait(d Device, rs []*Request) error {
+	if len(rs) == 0 {
 		return nil
 	}
-	errs := make([]error, len(ws))
-	reqs := make([]*Request, len(ws))
+	errs := make([]error, len(rs))
 	var wg sync.WaitGroup
-	wg.Add(len(ws))
-	for i, w := range ws {
-		reqs[i] = &Request{Op: OpWrite, Off: w.Off, Bufs: [][]byte{w.Data}, Done: func(n int64, err error) {
+	wg.Add(len(rs))
+	for i, r := range rs {
+		r.Done = func(n int64, err error) {
 			switch {
 			case err != nil:
-				errs[i] = fmt.Errorf("write %d bytes at %d: %w", len(w.Data), w.Off, err)
-			case n != int64(len(w.Data)):
-				errs[i] = fmt.Errorf("write %d bytes at %d: wrote %d: %w", len(w.Data), w.Off, n, io.ErrShortWrite)
+				errs[i] = fmt.Errorf("%s of %d bytes at %d: %w", r.Op, max(r.Len(), r.Length), r.Off, err)
+			case r.Op == OpWrite && n != r.Len():
+				errs[i] = fmt.Errorf("write %d bytes at %d: wrote %d: %w", r.Len(), r.Off, n, io.ErrShortWrite)
 			}
 			wg.Done()
-		}}
+		}
 	}
-	SubmitAll(d, reqs)
+	SubmitAll(d, rs)
 	wg.Wait()
 	return errors.Join(errs...)
 }
