@@ -83,13 +83,7 @@ func (fs *FS) compactLocked() error {
 		// is the one write of block 0 (ordering rule 1).
 		var b logBatch
 		if b, err = nw.take(); err == nil {
-			var chain []blockdev.Write
-			for _, x := range b.writes {
-				from := x.from / blockSize * blockSize
-				to := min((x.to+blockSize-1)/blockSize*blockSize, x.base+len(x.buf))
-				chain = append(chain, blockdev.Write{Off: logOffset(x.ext, from), Data: x.buf[from-x.base : to-x.base]})
-			}
-			err = fs.commitBlocks(chain, blockdev.Write{Off: 0, Data: initialBlock(fs.log.uuid, fs.log.label, start, extBlocks)}, true)
+			err = fs.commitBlocks(b.blockWrites(), blockdev.Write{Off: 0, Data: initialBlock(fs.log.uuid, fs.log.label, start, extBlocks)}, true)
 		}
 	}
 	if err != nil {
@@ -104,10 +98,11 @@ func (fs *FS) compactLocked() error {
 	}
 	// The new log is durable: the old chain, and every block freed by a
 	// record of the old log, belong to nobody now.
+	oldChain := make([][2]uint64, 0, len(old.chain)-1)
 	for _, e := range old.chain[1:] {
-		fs.freeing = append(fs.freeing, [2]uint64{e.start, e.nblocks})
-		fs.freeingBlocks += e.nblocks
+		oldChain = append(oldChain, [2]uint64{e.start, e.nblocks})
 	}
+	fs.giveBack(oldChain)
 	fs.releaseFreed(fs.freeing)
 	fs.freeing = nil
 	fs.renumberAfterCompaction(old, crc32.Checksum(entry, castagnoli))

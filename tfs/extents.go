@@ -200,27 +200,37 @@ func (fs *FS) freeAfterCommit(start, n uint64) {
 		return
 	}
 	if !orderRules.freeAfterCommit {
-		fs.releaseFreed([][2]uint64{{start, n}})
+		fs.giveBack([][2]uint64{{start, n}})
 		return
 	}
 	fs.freeing = append(fs.freeing, [2]uint64{start, n})
 	fs.freeingBlocks += n
 }
 
-// releaseFreed returns block ranges whose freeing is durable to the
-// allocator, telling the device first that they hold nothing (the discard
-// completes before any new owner can be given them). Called with fs.mu
-// held.
+// releaseFreed gives back ranges taken from fs.freeing, whose freeing is
+// now durable. Called with fs.mu held.
 func (fs *FS) releaseFreed(list [][2]uint64) {
-	for i, r := range list {
-		if i < maxDiscards {
-			_ = blockdev.Discard(fs.dev, int64(r[0])*blockSize, int64(r[1])*blockSize)
-		}
+	for _, r := range list {
+		fs.freeingBlocks -= r[1]
+	}
+	fs.giveBack(list)
+}
+
+// giveBack returns block ranges that belong to nobody on the disk to the
+// allocator, telling the device first, in one batch, that they hold
+// nothing: the discards complete before any new owner can be given the
+// blocks, so none can zero a new owner's data. Called with fs.mu held.
+func (fs *FS) giveBack(list [][2]uint64) {
+	discard := make([][2]int64, 0, min(len(list), maxDiscards))
+	for _, r := range list[:min(len(list), maxDiscards)] {
+		discard = append(discard, [2]int64{int64(r[0]) * blockSize, int64(r[1]) * blockSize})
+	}
+	_ = blockdev.DiscardMany(fs.dev, discard) // advisory
+	for _, r := range list {
 		// The model reserved every extent at mount, so a failure here
 		// means the in-memory state is inconsistent; keep going, fsck
 		// will tell.
 		_ = fs.free.Free(r[0], r[1])
-		fs.freeingBlocks -= min(fs.freeingBlocks, r[1])
 	}
 }
 

@@ -98,16 +98,22 @@ func load(dev blockdev.Device, opts Options, salvage bool) (*FS, []problem, erro
 		return nil, nil, fmt.Errorf("%s: %d bytes is too small for TFS", loc.what, loc.size)
 	}
 	fs.log, fs.free, err = readLog(fs.dev, fs.blocks, salvage)
+	if err != nil && !salvage {
+		return nil, nil, fmt.Errorf("%s: %w (tfsmount fsck --repair ends the log before the first record it cannot read)", loc.what, err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", loc.what, err)
 	}
 	d := fs.log.dec
 	var rootErr string
-	rootT, ok := d.dict[min(1, len(d.dict)-1)].(*tuple)
+	var rootT *tuple
+	if len(d.dict) > 1 {
+		rootT, _ = d.dict[1].(*tuple)
+	}
 	switch {
 	case len(d.dict) < 2:
 		rootErr = "the log holds no root tuple (index 1 missing)"
-	case !ok:
+	case rootT == nil:
 		rootErr = fmt.Sprintf("index 1 is a %s, not the root tuple", kindName(d.dict[1]))
 	default:
 		if _, ok := rootT.attrs["children"].(*tuple); !ok {
@@ -138,8 +144,7 @@ func (fs *FS) buildModel(rootT *tuple) []problem {
 		if v, ok := m.t.attrs[m.name].(missingRef); !ok || v != m.ref || fs.skipped[m.t][m.name] {
 			continue
 		}
-		t, name := m.t, m.name
-		b.add(func() { delete(t.attrs, name) }, "log", "attribute %q refers to index %d, which the log never defined", name, m.ref.idx)
+		b.add(dropAttr(m.t, m.name), "log", "attribute %q refers to index %d, which the log never defined", m.name, m.ref.idx)
 	}
 	if b.dropped > 0 {
 		b.problems = append(b.problems, problem{Where: fs.loc.what, What: fmt.Sprintf("%d more problems not listed (fsck --repair repairs the first %d; run it again)", b.dropped, maxProblems)})

@@ -59,7 +59,7 @@ func Fsck(dev blockdev.Device, opts Options) (*FsckReport, error) {
 	opts.ReadOnly = true
 	fs, problems, err := load(dev, opts, false)
 	if err != nil {
-		r.Problems = append(r.Problems, FsckProblem{Where: loc.what, What: err.Error() + " (fsck --repair ends the log before the first record it cannot read)"})
+		r.Problems = append(r.Problems, FsckProblem{Where: loc.what, What: err.Error()})
 		return r, nil
 	}
 	for _, p := range fs.check(problems) {

@@ -227,22 +227,31 @@ func (w *logWriter) take() (logBatch, error) {
 	return b, nil
 }
 
+// blockWrites are the writes of whole blocks that carry the batch, one per
+// extension, oldest first.
+func (b logBatch) blockWrites() []blockdev.Write {
+	ws := make([]blockdev.Write, 0, len(b.writes))
+	for _, x := range b.writes {
+		from := x.from / blockSize * blockSize
+		to := min((x.to+blockSize-1)/blockSize*blockSize, x.base+len(x.buf))
+		ws = append(ws, blockdev.Write{Off: logOffset(x.ext, from), Data: x.buf[from-x.base : to-x.base]})
+	}
+	return ws
+}
+
 // blocks splits a batch into the block writes that carry it and the one
 // write that publishes it: the block holding the batch's first byte, where
 // the log's END_OF_LOG was. Until that block changes, a reader stops at the
 // old end and never looks at the others, so they may be written in any
 // order (ordering rule 1, in the package comment).
-func (b logBatch) blocks(dev func(ext extension, off int) int64) (rest []blockdev.Write, publish blockdev.Write) {
-	for i, x := range b.writes {
-		from := x.from / blockSize * blockSize
-		to := min((x.to+blockSize-1)/blockSize*blockSize, x.base+len(x.buf))
-		if i == 0 {
-			publish = blockdev.Write{Off: dev(x.ext, from), Data: x.buf[from-x.base : from-x.base+blockSize]}
-			from += blockSize
-		}
-		if from < to {
-			rest = append(rest, blockdev.Write{Off: dev(x.ext, from), Data: x.buf[from-x.base : to-x.base]})
-		}
+func (b logBatch) blocks() (rest []blockdev.Write, publish blockdev.Write) {
+	rest = b.blockWrites()
+	first := &rest[0]
+	publish = blockdev.Write{Off: first.Off, Data: first.Data[:blockSize]}
+	if first.Data = first.Data[blockSize:]; len(first.Data) == 0 {
+		rest = rest[1:]
+	} else {
+		first.Off += blockSize
 	}
 	return rest, publish
 }
@@ -257,7 +266,7 @@ func logOffset(ext extension, off int) int64 { return int64(ext.start)*blockSize
 // before it) also wants a flush before the publishing write. It runs
 // without fs.mu; fs.logIO keeps log writes in order.
 func (fs *FS) writeBatch(b logBatch, dataFirst bool) error {
-	rest, publish := b.blocks(logOffset)
+	rest, publish := b.blocks()
 	return fs.commitBlocks(rest, publish, dataFirst || b.dataFirst)
 }
 

@@ -161,7 +161,7 @@ func (b *builder) add(fix func(), where, format string, args ...any) {
 // skip hides entry name of a directory's children tuple c from lookups and
 // listings: the model has no node for it, or (a directory met a second
 // time) must not show the node twice.
-func (b *builder) skip(c *tuple, name string) func() {
+func (b *builder) skip(c *tuple, name string) {
 	fs := b.fs
 	if fs.skipped == nil {
 		fs.skipped = map[*tuple]map[string]bool{}
@@ -170,8 +170,10 @@ func (b *builder) skip(c *tuple, name string) func() {
 		fs.skipped[c] = map[string]bool{}
 	}
 	fs.skipped[c][name] = true
-	return func() { delete(c.attrs, name) }
 }
+
+// dropAttr is the fix that removes attribute name from t.
+func dropAttr(t *tuple, name string) func() { return func() { delete(t.attrs, name) } }
 
 func kindOf(t *tuple) Kind {
 	if c, ok := t.attrs["children"]; ok {
@@ -214,19 +216,21 @@ func (b *builder) build(rootT *tuple) *Node {
 			path := it.path + name
 			if err := checkName(name); err != nil {
 				c, bad := children, name
+				b.skip(c, bad)
 				b.add(func() { renameMalformed(c, bad) }, it.path, "entry skipped: %v", err)
-				b.skip(children, name)
 				continue
 			}
 			ct, ok := children.attrs[name].(*tuple)
 			if !ok {
-				b.add(b.skip(children, name), path, "entry skipped: it is a %s, not a node", describeValue(children.attrs[name]))
+				b.skip(children, name)
+				b.add(dropAttr(children, name), path, "entry skipped: it is a %s, not a node", describeValue(children.attrs[name]))
 				continue
 			}
 			if ct.node != nil {
 				n := ct.node
 				if n.kind == KindDir {
-					b.add(b.skip(children, name), path, "entry skipped: the directory already appears at another place (a cycle, or two parents)")
+					b.skip(children, name)
+					b.add(dropAttr(children, name), path, "entry skipped: the directory already appears at another place (a cycle, or two parents)")
 					continue
 				}
 				n.links++
@@ -235,12 +239,13 @@ func (b *builder) build(rootT *tuple) *Node {
 			k := kindOf(ct)
 			if k == KindSymlink {
 				if _, ok := textOf(ct.attrs["linktarget"]); !ok {
-					b.add(b.skip(children, name), path, "entry skipped: linktarget is a %s, not a string", describeValue(ct.attrs["linktarget"]))
+					b.skip(children, name)
+					b.add(dropAttr(children, name), path, "entry skipped: linktarget is a %s, not a string", describeValue(ct.attrs["linktarget"]))
 					continue
 				}
 			}
 			if _, bad := ct.attrs["children"]; bad && k != KindDir {
-				b.add(func() { delete(ct.attrs, "children") }, path, "children is not a tuple")
+				b.add(dropAttr(ct, "children"), path, "children is not a tuple")
 			}
 			n := b.fs.newNode(ct, k)
 			b.nodes++
@@ -248,7 +253,7 @@ func (b *builder) build(rootT *tuple) *Node {
 			switch k {
 			case KindDir:
 				if _, both := ct.attrs["extents"]; both {
-					b.add(func() { delete(ct.attrs, "extents") }, path, "has both children and extents; treated as a directory")
+					b.add(dropAttr(ct, "extents"), path, "has both children and extents; treated as a directory")
 				}
 				n.parent = it.dir
 				it.dir.subdirs++
@@ -268,8 +273,7 @@ func (b *builder) reserve() {
 	sort.Slice(b.claims, func(i, j int) bool { return b.claims[i].e.dblock < b.claims[j].e.dblock })
 	for _, c := range b.claims {
 		if err := b.used.Reserve(c.e.dblock, c.e.allocated); err != nil {
-			et, key := c.et, c.key
-			b.add(func() { delete(et.attrs, key) }, c.where, "extent dropped: blocks [%d,+%d) overlap the log or another extent", c.e.dblock, c.e.allocated)
+			b.add(dropAttr(c.et, c.key), c.where, "extent dropped: blocks [%d,+%d) overlap the log or another extent", c.e.dblock, c.e.allocated)
 			c.n.removeExtent(c.e)
 		}
 	}
@@ -308,14 +312,14 @@ func (b *builder) file(n *Node, path string) {
 	}
 	et, ok := ev.(*tuple)
 	if !ok {
-		b.add(func() { delete(t.attrs, "extents") }, path, "extents is a %s, not a tuple; the file has no data", describeValue(ev))
+		b.add(dropAttr(t, "extents"), path, "extents is a %s, not a tuple; the file has no data", describeValue(ev))
 		return
 	}
 	vol := b.fs.blocks
 	keys := map[*extent]string{}
 	for key, v := range et.attrs {
 		where := fmt.Sprintf("%s extent %q", path, key)
-		drop := func() { delete(et.attrs, key) }
+		drop := dropAttr(et, key)
 		xt, ok := v.(*tuple)
 		if !ok {
 			b.add(drop, where, "extent dropped: it is a %s, not a tuple", describeValue(v))
@@ -366,7 +370,7 @@ func (b *builder) file(n *Node, path string) {
 	for _, e := range n.exts {
 		if k := len(kept); k > 0 && kept[k-1].end() > e.fblock {
 			key := keys[e]
-			b.add(func() { delete(et.attrs, key) }, path, "extent dropped: file blocks %d and %d overlap", kept[k-1].fblock, e.fblock)
+			b.add(dropAttr(et, key), path, "extent dropped: file blocks %d and %d overlap", kept[k-1].fblock, e.fblock)
 			continue
 		}
 		kept = append(kept, e)
