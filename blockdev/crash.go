@@ -1,7 +1,9 @@
 package blockdev
 
 import (
+	"encoding/gob"
 	"fmt"
+	"io"
 	"math/rand"
 	"sort"
 	"sync"
@@ -417,4 +419,46 @@ func (f *Faulty) CrashImage(rng *rand.Rand) []byte {
 		}
 	}
 	return w.Image(kept)
+}
+
+// savedOp is recorded as Save writes it (gob needs exported fields).
+type savedOp struct {
+	Op                   Op
+	Off, Length          int64
+	Data                 []byte
+	FUA, OK              bool
+	Submitted, Completed int
+}
+
+// Save writes the recording, without its base image, to w: a test that
+// made the base image itself (a real mount's daemon recording its device,
+// say) rebuilds crash states from it with LoadRecording.
+func (r *Recording) Save(w io.Writer) error {
+	ops := make([]savedOp, len(r.ops))
+	for i, o := range r.ops {
+		ops[i] = savedOp{o.op, o.off, o.length, o.data, o.fua, o.ok, o.submitted, o.completed}
+	}
+	return gob.NewEncoder(w).Encode(struct {
+		Events int
+		Ops    []savedOp
+	}{r.events, ops})
+}
+
+// LoadRecording reads what Save wrote, over the base image it started from.
+func LoadRecording(rd io.Reader, base []byte) (*Recording, error) {
+	var saved struct {
+		Events int
+		Ops    []savedOp
+	}
+	if err := gob.NewDecoder(rd).Decode(&saved); err != nil {
+		return nil, fmt.Errorf("read a recording: %w", err)
+	}
+	r := &Recording{base: base, events: saved.Events, ops: make([]recorded, len(saved.Ops))}
+	for i, o := range saved.Ops {
+		if o.Off < 0 || o.Off+int64(len(o.Data)) > int64(len(base)) || o.Off+o.Length > int64(len(base)) {
+			return nil, fmt.Errorf("recording: %s at %d runs past the %d-byte base image", o.Op, o.Off, len(base))
+		}
+		r.ops[i] = recorded{op: o.Op, off: o.Off, length: o.Length, data: o.Data, fua: o.FUA, ok: o.OK, submitted: o.Submitted, completed: o.Completed}
+	}
+	return r, nil
 }

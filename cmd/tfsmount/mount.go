@@ -208,6 +208,11 @@ func serve(a mountArgs, ready *os.File) int {
 	if err != nil {
 		return failMount("%s", describeOpenError(a.image, err))
 	}
+	dev, saveRecording, err := recordDevice(dev, st.q)
+	if err != nil {
+		dev.Close()
+		return failMount("%v", err)
+	}
 	st.dev = dev
 	st.fsys, err = mountTFS(dev, tfs.Options{
 		ReadOnly:  o.ReadOnly,
@@ -260,6 +265,10 @@ func serve(a mountArgs, ready *os.File) int {
 	}
 	if err := closeVolume(st, logf); err != nil {
 		logf("%s: writing back at unmount failed: %v", a.image, err)
+		return exitSystem
+	}
+	if err := saveRecording(); err != nil {
+		logf("%v", err)
 		return exitSystem
 	}
 	return exitOK
