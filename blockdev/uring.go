@@ -197,14 +197,7 @@ func (u *uringDev) submitTransfer(r *Request, enter bool) {
 			bufs = bufs[1:]
 			continue
 		}
-		var s *slot
-		select {
-		case idx := <-u.free:
-			s = u.claim(idx, r)
-		default:
-			u.enterPending()
-			s = u.take(r)
-		}
+		s := u.take(r)
 		s.op, s.off, s.fua = r.Op, off, r.FUA && r.Op == OpWrite
 		n := u.fixed.run(bufs)
 		if n > 0 && useFixed(bufs, n) {
@@ -235,12 +228,21 @@ func useFixed(bufs [][]byte, n int) bool {
 	return n == len(bufs) || lenOf(bufs[:n]) >= minFixedRun
 }
 
-// take waits for a free slot and gives it to r. While it waits it does the
-// resubmissions that are due itself: they may be what would free a slot,
-// and the bh workers that would otherwise do them may all be waiting here
-// too (pagecache continuations submit from bh), which would never end.
-// REQUIRES: no u.sqMu (resubmitting takes it).
+// take gives r a free slot, waiting for one if there is none. Before it
+// waits, it hands the kernel every SQE published so far: a batch (submitAll)
+// queues without entering, and the slots it holds come back only once the
+// kernel has them. While it waits it does the resubmissions that are due
+// itself: they may be what would free a slot, and the bh workers that
+// would otherwise do them may all be waiting here too (pagecache
+// continuations submit from bh), which would never end.
+// REQUIRES: no u.sqMu (entering and resubmitting take it).
 func (u *uringDev) take(r *Request) *slot {
+	select {
+	case idx := <-u.free:
+		return u.claim(idx, r)
+	default:
+	}
+	u.enterPending()
 	for {
 		select {
 		case idx := <-u.free:
