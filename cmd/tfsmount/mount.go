@@ -237,6 +237,10 @@ func serve(a mountArgs, ready *os.File) int {
 		UID: o.UID, GID: o.GID, Umask: o.Umask,
 		IgnoreChmod: o.IgnoreChmod,
 		Logf:        logf,
+		// Without OPEN, Open's readonly check for callers other than
+		// root is not made: only where the kernel checks modes or only
+		// root can enter.
+		NoOpen: o.DefaultPermissions || (os.Geteuid() == 0 && !o.AllowOther),
 	}
 	st.root = fusefs.NewRoot(st.fsys, cfg)
 	st.server, err = fusefs.Mount(a.dir, st.root, fusefs.MountOptions{

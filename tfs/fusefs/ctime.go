@@ -54,7 +54,11 @@ func (m *mount) ctime(tn *tfs.Node, mtime time.Time) time.Time {
 
 var _ = (fs.NodeOnForgetter)((*node)(nil))
 
-// OnForget runs when the kernel drops the node: its in-memory ctime goes.
+// OnForget runs when the kernel drops the node: its in-memory ctime goes,
+// and so does the open reference an unlinked file held (noopen.go).
 func (n *node) OnForget() {
 	n.m.ctimes.Delete(n.tn)
+	if n.heldOpen.CompareAndSwap(true, false) {
+		n.m.fs.Release(n.tn)
+	}
 }

@@ -144,7 +144,10 @@ var _ = (fs.NodeUnlinker)((*node)(nil))
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	victim, _ := n.m.fs.Lookup(n.tn, name)
-	if err := n.m.fs.Unlink(n.tn, name); err != nil {
+	hold := n.holdOpen(n.GetChild(name))
+	err := n.m.fs.Unlink(n.tn, name)
+	hold.settle()
+	if err != nil {
 		return n.m.toErrno("unlink", err)
 	}
 	n.m.touchCtimeIfLinked(victim) // its link count changed
@@ -172,7 +175,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	moved, _ := n.m.fs.Lookup(n.tn, name)
 	replaced, _ := n.m.fs.Lookup(np.tn, newName)
-	if err := n.m.fs.Rename(n.tn, name, np.tn, newName, tfs.RenameFlags(flags)); err != nil {
+	hold := n.holdOpen(np.GetChild(newName))
+	err := n.m.fs.Rename(n.tn, name, np.tn, newName, tfs.RenameFlags(flags))
+	hold.settle()
+	if err != nil {
 		return n.m.toErrno("rename", err)
 	}
 	n.m.touchCtime(moved)

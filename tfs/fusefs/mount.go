@@ -27,6 +27,11 @@ type Config struct {
 	// through this mount (the image is locked), so the kernel's own
 	// invalidation keeps them right; zero means one second.
 	AttrTimeout, EntryTimeout time.Duration
+	// NoOpen serves files without OPEN, FLUSH and RELEASE requests
+	// (noopen.go). Set it only where the kernel enforces the modes shown
+	// (default_permissions) or only root can enter, because the readonly
+	// check that Open makes for other callers is then not made.
+	NoOpen bool
 	// Logf receives problems that the kernel only sees as EIO. Nil: discard.
 	Logf func(format string, args ...any)
 }
@@ -166,6 +171,11 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) 
 			// Locks are kept by the kernel for the local mount.
 			EnableLocks: false,
 		},
+	}
+	if r.m.cfg.NoOpen {
+		// Without OPEN, an atomic O_TRUNC would be done by nobody: the
+		// kernel then sends it as a SETATTR of size 0.
+		opts.MountOptions.ExtraCapabilities &^= fuse.CAP_ATOMIC_O_TRUNC
 	}
 	if mo.Writeback {
 		opts.MountOptions.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE

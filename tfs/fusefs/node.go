@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +21,10 @@ type node struct {
 	fs.Inode
 	m  *mount
 	tn *tfs.Node
+	// heldOpen: with Config.NoOpen, this node lost its last link while the
+	// kernel knew it, and holds a tfs open reference until the kernel
+	// forgets it (noopen.go).
+	heldOpen atomic.Bool
 }
 
 // kindMode is the S_IF* type bits of k.
