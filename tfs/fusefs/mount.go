@@ -159,9 +159,13 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) 
 			MaxBackground: 64,
 			// O_TRUNC arrives with OPEN instead of a separate SETATTR.
 			// EXPORT_SUPPORT: open_by_handle_at and NFS export work.
-			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_EXPORT_SUPPORT,
-			Debug:             mo.Debug,
-			Logger:            mo.Logger,
+			// ASYNC_DIO: an O_DIRECT reader or writer with several
+			// requests in flight (libaio, io_uring) gets them all sent
+			// at once, so the device queue sees them together.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_EXPORT_SUPPORT |
+				fuse.CAP_ASYNC_DIO,
+			Debug:  mo.Debug,
+			Logger: mo.Logger,
 			// Replies come from Go buffers, never from file descriptors,
 			// so splice gains nothing; and a 1 MiB read reply does not fit
 			// the default maximum pipe size (go-fuse logs each fallback).

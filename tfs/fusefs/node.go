@@ -191,6 +191,10 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	// Every successful setattr changes ctime, even a chmod to the same mode.
 	m.touchCtime(n.tn)
 	m.fillAttr(n.tn, &out.Attr)
+	// go-fuse gives GETATTR replies the attribute timeout but not these:
+	// without it, the stat that follows a chmod or utimes (cp -p, tar x)
+	// would ask again.
+	out.SetTimeout(m.cfg.AttrTimeout)
 	return 0
 }
 
