@@ -202,9 +202,20 @@ func (n *Node) readAheadLocked(first, last, size int64) [][]*page {
 	}
 	endPage := (size + PageSize - 1) / PageSize
 	limit := min(last+1+int64(rs.raPages), endPage)
+	runs, idx := n.claimMissingLocked(max(last+1, rs.raEnd), limit)
+	rs.raEnd = idx
+	return runs
+}
+
+// claimMissingLocked allocates the pages in [idx, limit) that the node
+// does not have, marks them reading and returns them in runs of
+// consecutive pages for fill, with the index it stopped at (before limit
+// when memory ran out). Pages it already has are left alone. Caller holds
+// the node lock.
+func (n *Node) claimMissingLocked(idx, limit int64) ([][]*page, int64) {
+	c := n.c
 	var runs [][]*page
 	var cur []*page
-	idx := max(last+1, rs.raEnd)
 	for idx < limit {
 		if n.pages[idx] != nil {
 			if len(cur) > 0 {
@@ -232,11 +243,37 @@ func (n *Node) readAheadLocked(first, last, size int64) [][]*page {
 		c.stats.readAhead.Add(int64(k))
 		idx += int64(k)
 	}
-	rs.raEnd = idx
 	if len(cur) > 0 {
 		runs = append(runs, cur)
 	}
-	return runs
+	return runs, idx
+}
+
+// Prefetch starts filling the missing pages of [off, off+length), clipped
+// to size (the file length), and returns without waiting: it is read-ahead
+// for a reader expected soon, who then finds the pages cached or in
+// flight. Like read-ahead it takes at most a quarter of the budget and
+// stops quietly when memory is short.
+func (n *Node) Prefetch(off, length, size int64) {
+	c := n.c
+	n.lock()
+	n.size = max(n.size, size)
+	size = n.size
+	end := min(off+length, size, off+c.budget/4*PageSize)
+	var runs [][]*page
+	if off >= 0 && off < end {
+		runs, _ = n.claimMissingLocked(off/PageSize, (end+PageSize-1)/PageSize)
+	}
+	n.unlock()
+	if len(runs) == 0 {
+		return
+	}
+	// Nobody waits for it: its merge's done does nothing.
+	w := &opWait{m: bh.NewMerge(c.q, func(error) {})}
+	for _, run := range runs {
+		n.fill(run, size, w)
+	}
+	w.m.Finish()
 }
 
 // getPage returns the page at idx, allocating a buffer for a new one (in

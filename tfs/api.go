@@ -88,6 +88,7 @@ type DirEntry struct {
 	Name string
 	Kind Kind
 	Ino  uint64
+	Node *Node
 }
 
 // StatFS describes space on the volume.

@@ -14,6 +14,7 @@ import (
 // fileData is the per-file cache handle (pagecache.Node's methods).
 type fileData interface {
 	Read(p []byte, off, size int64) (int, error)
+	Prefetch(off, length, size int64)
 	Write(p []byte, off, size int64) (int, error)
 	Sync() error
 	Truncate(size int64)
@@ -182,6 +183,28 @@ func (fs *FS) Read(n *Node, p []byte, off int64) (int, error) {
 		return 0, nil
 	}
 	return fd.Read(p[:min(int64(len(p)), size-off)], off, size)
+}
+
+// Prefetch starts reading the first max bytes of regular file n into the
+// cache without waiting, for a reader expected soon (fusefs prefetches the
+// files after the one a tree walker reads). A node that is not a linked
+// regular file is left alone.
+func (fs *FS) Prefetch(n *Node, max int64) {
+	fs.mu.Lock()
+	if n.kind != KindFile || n.links <= 0 {
+		fs.mu.Unlock()
+		return
+	}
+	if n.fd.Load() == nil {
+		n.fd.Store(&fileRef{fs.data.newFile(backing{fs, n})})
+	}
+	fd := n.fd.Load().fileData
+	fs.mu.Unlock()
+	// An unlink from here on is the same race as one during a Read: the
+	// cache handle it drops may still be filled; nothing reads it after.
+	if size := n.size.Load(); size > 0 {
+		fd.Prefetch(0, min(size, max), size)
+	}
 }
 
 // Write writes p at off, extending the file if needed.

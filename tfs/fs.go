@@ -319,7 +319,7 @@ func (fs *FS) ReadDir(dir *Node) ([]DirEntry, error) {
 		if !ok || t.node == nil || fs.skipped[c][name] {
 			continue
 		}
-		out = append(out, DirEntry{Name: name, Kind: t.node.kind, Ino: t.node.ino})
+		out = append(out, DirEntry{Name: name, Kind: t.node.kind, Ino: t.node.ino, Node: t.node})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil

@@ -54,6 +54,7 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	for _, e := range ents {
 		list = append(list, fuse.DirEntry{Name: e.Name, Mode: kindMode(e.Kind), Ino: e.Ino})
 	}
+	n.listing.Store(newDirListing(ents))
 	return fs.NewListDirStream(list), 0
 }
 

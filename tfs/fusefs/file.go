@@ -146,6 +146,11 @@ var _ = (fs.NodeReader)((*node)(nil))
 
 func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	k, err := n.m.fs.Read(n.tn, dest, off)
+	if off == 0 {
+		// After the read, so that its own device read (when the file
+		// was not prefetched) does not queue behind the next files'.
+		n.prefetchAfter()
+	}
 	if err != nil && k == 0 {
 		return nil, n.m.toErrno("read", err)
 	}

@@ -25,6 +25,9 @@ type node struct {
 	// kernel knew it, and holds a tfs open reference until the kernel
 	// forgets it (noopen.go).
 	heldOpen atomic.Bool
+	// listing: a directory's last listing, for prefetching the files a
+	// tree walk reads next (prefetch.go).
+	listing atomic.Pointer[dirListing]
 }
 
 // kindMode is the S_IF* type bits of k.
