@@ -213,3 +213,44 @@ func containsSub(list []string, sub string) bool {
 	}
 	return false
 }
+
+// TestMergeAddBH: a part added with AddBH that is the last to complete runs
+// the merge's done in place (it is called from bh work, where the done would
+// be posted to anyway); a plain part, or Finish, still posts it.
+func TestMergeAddBH(t *testing.T) {
+	q := NewQueue(1)
+	defer q.Close()
+	for _, lastIsBH := range []bool{true, false} {
+		ran := make(chan string, 1)
+		m := NewMerge(q, func(error) { ran <- "done" })
+		bhPart, plain := m.AddBH(), m.Add()
+		m.Finish()
+		finished := make(chan string, 2)
+		q.PostFunc(func() {
+			if lastIsBH {
+				plain(nil)
+				bhPart(nil)
+			} else {
+				bhPart(nil)
+				plain(nil)
+			}
+			// One worker: a posted done could not have run yet.
+			select {
+			case s := <-ran:
+				finished <- s
+			default:
+				finished <- "not yet"
+			}
+		})
+		want := "not yet"
+		if lastIsBH {
+			want = "done"
+		}
+		if got := <-finished; got != want {
+			t.Errorf("last part AddBH=%v: done %q by the time the part returned, want %q", lastIsBH, got, want)
+		}
+		if !lastIsBH {
+			<-ran // posted: it still runs, once
+		}
+	}
+}

@@ -21,7 +21,10 @@ const sectorSize = 512
 func (n *Node) fill(run []*page, size int64, w *opWait) {
 	assertNoLocksHeld("fill")
 	c := n.c
-	part := w.m.Add()
+	// Both merges complete from bottom-half work (device completions, then
+	// rm's done): AddBH lets the chain run on the worker that reaps the
+	// last read, up to the waiter's wake-up.
+	part := w.m.AddBH()
 	rm := bh.NewMerge(c.q, func(err error) {
 		n.fillDone(run, err)
 		part(err)
@@ -75,7 +78,7 @@ func (n *Node) fill(run []*page, size int64, w *opWait) {
 				readLen = rounded
 			}
 		}
-		done := rm.Add()
+		done := rm.AddBH() // blockdev calls Done from bh work
 		want := readLen
 		fileOff := s.Off
 		c.stats.fills.Add(1)
