@@ -137,21 +137,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	m := n.m
 	var exec, readonly *bool
 	if mode, ok := in.GetMode(); ok {
-		a := m.fs.Getattr(n.tn)
-		if a.Kind == tfs.KindFile {
-			// A flag whose bits the umask hides entirely keeps its state:
-			// the mode cannot say what it should be.
-			shown := 0777 &^ m.cfg.Umask
-			if shown&0111 != 0 {
-				a.Exec = mode&0111 != 0
-			}
-			if shown&0222 != 0 {
-				a.ReadOnly = mode&0222 == 0
-			}
-			exec, readonly = &a.Exec, &a.ReadOnly
-		}
-		if !m.cfg.IgnoreChmod && mode&07777 != m.permBits(&a) {
-			return syscall.EPERM
+		var errno syscall.Errno
+		if exec, readonly, errno = n.chmodFlags(mode); errno != 0 {
+			return errno
 		}
 	}
 	if !m.cfg.IgnoreChmod {
@@ -162,12 +150,8 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			return syscall.EPERM
 		}
 	}
-	if exec != nil {
-		if a := m.fs.Getattr(n.tn); a.Exec != *exec || a.ReadOnly != *readonly {
-			if err := m.fs.SetFlags(n.tn, exec, readonly); err != nil {
-				return m.toErrno("chmod", err)
-			}
-		}
+	if errno := n.setFlags(exec, readonly); errno != 0 {
+		return errno
 	}
 	if size, ok := in.GetSize(); ok {
 		if size > 1<<62 {
@@ -198,6 +182,43 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	// without it, the stat that follows a chmod or utimes (cp -p, tar x)
 	// would ask again.
 	out.SetTimeout(m.cfg.AttrTimeout)
+	return 0
+}
+
+// chmodFlags is what a chmod of n to mode asks of TFS: the exec and
+// readonly flags to give a regular file (nil for other nodes), or EPERM
+// when the mode is one TFS cannot show and chmod is strict.
+func (n *node) chmodFlags(mode uint32) (exec, readonly *bool, errno syscall.Errno) {
+	m := n.m
+	a := m.fs.Getattr(n.tn)
+	if a.Kind == tfs.KindFile {
+		// A flag whose bits the umask hides entirely keeps its state:
+		// the mode cannot say what it should be.
+		shown := 0777 &^ m.cfg.Umask
+		if shown&0111 != 0 {
+			a.Exec = mode&0111 != 0
+		}
+		if shown&0222 != 0 {
+			a.ReadOnly = mode&0222 == 0
+		}
+		exec, readonly = &a.Exec, &a.ReadOnly
+	}
+	if !m.cfg.IgnoreChmod && mode&07777 != m.permBits(&a) {
+		return nil, nil, syscall.EPERM
+	}
+	return exec, readonly, 0
+}
+
+// setFlags stores the flags chmodFlags chose, if they change anything.
+func (n *node) setFlags(exec, readonly *bool) syscall.Errno {
+	if exec == nil {
+		return 0
+	}
+	if a := n.m.fs.Getattr(n.tn); a.Exec != *exec || a.ReadOnly != *readonly {
+		if err := n.m.fs.SetFlags(n.tn, exec, readonly); err != nil {
+			return n.m.toErrno("chmod", err)
+		}
+	}
 	return 0
 }
 

@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"encoding/binary"
 	"strings"
 	"syscall"
 
@@ -37,8 +38,26 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 
 var _ = (fs.NodeSetxattrer)((*node)(nil))
 
-// Setxattr passes XATTR_CREATE and XATTR_REPLACE (flags) to tfs.
+// Setxattr passes XATTR_CREATE and XATTR_REPLACE (flags) to tfs. An
+// access ACL that only restates a mode (owner, group and other entries, as
+// cp -a and rsync -A set on every file) is a chmod, and is done as one; any
+// other ACL is EOPNOTSUPP, which tells those tools that ACLs are not kept
+// here.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if attr == aclAccess {
+		mode, ok := minimalACLMode(data)
+		if !ok {
+			return syscall.EOPNOTSUPP
+		}
+		exec, readonly, errno := n.chmodFlags(mode)
+		if errno == 0 {
+			errno = n.setFlags(exec, readonly)
+		}
+		if errno == 0 {
+			n.m.touchCtime(n.tn)
+		}
+		return errno
+	}
 	if !xattrAllowed(attr) {
 		return syscall.EOPNOTSUPP
 	}
@@ -51,7 +70,13 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 
 var _ = (fs.NodeRemovexattrer)((*node)(nil))
 
+// Removexattr of an ACL succeeds: no node has one beyond its mode, which
+// is what removing one leaves. (cp -a removes a copied directory's default
+// ACL after setting its access ACL, and fails if that fails.)
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if attr == aclAccess || attr == aclDefault {
+		return 0
+	}
 	if !xattrAllowed(attr) {
 		return syscall.EOPNOTSUPP
 	}
@@ -81,4 +106,37 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		return uint32(len(b)), syscall.ERANGE
 	}
 	return uint32(copy(dest, b)), 0
+}
+
+// The attributes that carry POSIX access and default ACLs.
+const (
+	aclAccess  = "system.posix_acl_access"
+	aclDefault = "system.posix_acl_default"
+)
+
+// minimalACLMode decodes a POSIX ACL in its xattr form (a version 2 header,
+// then 8-byte entries: tag, permissions, id, little-endian) and returns the
+// mode it amounts to if it has exactly the three entries a mode has.
+func minimalACLMode(b []byte) (uint32, bool) {
+	const (
+		version  = 2
+		userObj  = 0x01
+		groupObj = 0x04
+		other    = 0x20
+	)
+	if len(b) != 4+3*8 || binary.LittleEndian.Uint32(b) != version {
+		return 0, false
+	}
+	shift := map[uint16]uint{userObj: 6, groupObj: 3, other: 0}
+	var mode uint32
+	for e := b[4:]; len(e) > 0; e = e[8:] {
+		tag, perm := binary.LittleEndian.Uint16(e), binary.LittleEndian.Uint16(e[2:])
+		s, ok := shift[tag]
+		if !ok || perm > 7 {
+			return 0, false
+		}
+		delete(shift, tag) // each once
+		mode |= uint32(perm) << s
+	}
+	return mode, true
 }
