@@ -17,11 +17,16 @@
 #   BENCH_RUNTIME  seconds per random 4 KiB fio run (default 10)
 #   BENCH_FILES    files for the metadata test (default 100000)
 #   BENCH_CACHE    tfsmount cache_size for the memory test (default 256M)
-#   BENCH_ONLY     space-separated subset of: fio meta mount rss sync (default all)
+#   BENCH_ONLY     space-separated subset of: fio qd32 meta mount rss sync tree (default all)
 #   BENCH_BEFORE   another tfsmount binary (say, built from an earlier commit)
 #                  to measure beside this one in the sync test, rounds
 #                  interleaved: what a change to the write ordering costs
 #   BENCH_SYNC_FILES  files for the create+fsync test (default 2000)
+#   BENCH_TREE     the tree for the tree-work test (default: the Go distribution, GOROOT)
+#   BENCH_TREE_ROUNDS  rounds of the tree-work test (default 2)
+#   BENCH_NANOS    a Nanos build's output/ directory (tools/bin/mkfs, tools/bin/tfs-fuse,
+#                  platform/pc/boot/boot.img): adds Nanos's tfs-fuse as a peer in the
+#                  tree-work test (docs/performance.md says how to build it)
 #   BENCH_KEEP=1   keep the work directory
 #   TFSMOUNT_BIN   use this tfsmount binary instead of building bin/tfsmount
 # Benchmarks report; they never assert a speed.
@@ -33,7 +38,9 @@ SIZE=${BENCH_SIZE:-512M}
 RUNTIME=${BENCH_RUNTIME:-10}
 NFILES=${BENCH_FILES:-100000}
 CACHE=${BENCH_CACHE:-256M}
-ONLY=${BENCH_ONLY:-fio meta mount rss sync}
+ONLY=${BENCH_ONLY:-fio qd32 meta mount rss sync tree}
+TREE=${BENCH_TREE:-$(go env GOROOT)}
+NANOS=${BENCH_NANOS:-}
 SYNC_FILES=${BENCH_SYNC_FILES:-2000}
 WORK=${BENCH_WORK:-/var/tmp/tfsbench.$$}
 stamp=$(date +%Y%m%d-%H%M%S)
@@ -149,8 +156,8 @@ record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RES"; }
 
 # ------------------------------------------------------------------ fio
 # fio_run FILE RW BS JOBS -> prints MB/s (seq) or IOPS (random)
-fio_run() {
-	local file=$1 rw=$2 bs=$3 jobs=$4 total per extra=()
+fio_run() { # FILE RW BS JOBS [FIO OPTIONS...]
+	local file=$1 rw=$2 bs=$3 jobs=$4 total per extra=("${@:5}")
 	total=$(bytes "$SIZE")
 	per=$((total / jobs / 1048576 * 1048576))
 	case $rw in
@@ -196,17 +203,62 @@ fio_matrix() {
 			fig[$target.read.$jobs]=$(fio_run "$f" read 1M "$jobs")
 			drop_caches
 			fig[$target.randread.$jobs]=$(fio_run "$f" randread 4k "$jobs")
+			if [ $target = raw ]; then
+				# The target for random reads: the image file with O_DIRECT
+				# (no page cache), at the same queue depth.
+				fig[rawdirect.randread.$jobs]=$(fio_run "$f" randread 4k "$jobs" --direct=1)
+			fi
 			fig[$target.randwrite.$jobs]=$(fio_run "$f" randwrite 4k "$jobs")
 		done
 		record "seq write 1M, $jobs job(s)" MB/s 1 "${fig[raw.write.$jobs]}" "${fig[tfs.write.$jobs]}" "${fig[loop.write.$jobs]}"
 		record "seq read 1M cold, $jobs job(s)" MB/s 1 "${fig[raw.read.$jobs]}" "${fig[tfs.read.$jobs]}" "${fig[loop.read.$jobs]}"
 		record "rand read 4K, $jobs job(s)" IOPS 1 "${fig[raw.randread.$jobs]}" "${fig[tfs.randread.$jobs]}" "${fig[loop.randread.$jobs]}"
+		record "rand read 4K, $jobs job(s), raw O_DIRECT" IOPS 1 "${fig[rawdirect.randread.$jobs]}" "${fig[tfs.randread.$jobs]}" "${fig[loop.randread.$jobs]}"
 		record "rand write 4K, $jobs job(s)" IOPS 1 "${fig[raw.randwrite.$jobs]}" "${fig[tfs.randwrite.$jobs]}" "${fig[loop.randwrite.$jobs]}"
 	done
 	stop_mount "$tm"
 	stop_mount "$lm"
 	"$TFS" fsck "$tfsimg" >"$WORK/fsck-fio.txt" 2>&1 || log "fsck after fio not clean: $(head -5 "$WORK/fsck-fio.txt")"
 	rm -rf "$raw" "$tfsimg" "$lb"
+}
+
+# ------------------------------------------------------------------ queue depth 32
+# The fio job most people run first: 4 KiB random read/write 50/50,
+# O_DIRECT, 32 in flight, with libaio and with io_uring, on a 1 GiB file:
+# tfsmount against the same job on a file of the host filesystem ("raw")
+# and on loopback.
+fio_qd32_run() { # FILE ENGINE -> "READ_IOPS WRITE_IOPS"
+	fio --name=qd32 --filename="$1" --rw=randrw --rwmixread=50 --bs=4k --size=1G --direct=1 \
+		--iodepth=32 --ioengine="$2" --time_based --runtime="$RUNTIME" --output-format=json \
+		>"$WORK/fio.json" 2>>"$WORK/fio.err" || { log "fio qd32 $2 on $1 failed"; echo "nan nan"; return; }
+	python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0]; print("%.1f %.1f" % (j["read"]["iops"], j["write"]["iops"]))' "$WORK/fio.json"
+}
+fio_qd32() {
+	local tfsimg=$WORK/tfs-qd32.img tm=$WORK/mnt-tfs lm=$WORK/mnt-loop lb=$WORK/loop-backing host=$WORK/qd32-host
+	"$TFS" mkfs --size 2G "$tfsimg" >/dev/null
+	mkdir -p "$host"
+	start_tfs "$tfsimg" "$tm"
+	start_loop "$lb" "$lm"
+	declare -A fig=()
+	for engine in libaio io_uring; do
+		for target in raw tfs loop; do
+			case $target in
+			raw) f=$host/qd32.dat ;;
+			tfs) f=$tm/qd32.dat ;;
+			loop) f=$lm/qd32.dat ;;
+			esac
+			# Lay the file down first, so the job measures I/O, not allocation.
+			[ -f "$f" ] || fio --name=lay --filename="$f" --rw=write --bs=1M --size=1G --end_fsync=1 >/dev/null 2>>"$WORK/fio.err"
+			log "fio qd32 $engine $target"
+			read -r fig[$target.r.$engine] fig[$target.w.$engine] < <(fio_qd32_run "$f" $engine)
+		done
+		record "randrw 4K qd32 $engine, read" IOPS 1 "${fig[raw.r.$engine]}" "${fig[tfs.r.$engine]}" "${fig[loop.r.$engine]}"
+		record "randrw 4K qd32 $engine, write" IOPS 1 "${fig[raw.w.$engine]}" "${fig[tfs.w.$engine]}" "${fig[loop.w.$engine]}"
+	done
+	stop_mount "$tm"
+	stop_mount "$lm"
+	"$TFS" fsck "$tfsimg" >"$WORK/fsck-qd32.txt" 2>&1 || log "fsck after qd32 not clean: $(head -5 "$WORK/fsck-qd32.txt")"
+	rm -rf "$tfsimg" "$lb" "$host"
 }
 
 # ------------------------------------------------------------------ metadata
@@ -368,11 +420,181 @@ sync_heavy() {
 	done
 }
 
+# ------------------------------------------------------------------ tree work
+# What users do with a mounted volume: copy a source tree in (cp -a, then
+# sync), archive it out with cold caches (tar), delete it (rm -rf). The
+# tree is TREE (default: the Go distribution). Peers: loopback, and Nanos's
+# tfs-fuse when BENCH_NANOS names a Nanos build's output directory (it
+# cannot copy a tree in, so its tree is laid down by Nanos's own mkfs).
+# Rounds interleave the peers; figures are the median of the rounds.
+# tfsmount and tfs-fuse are mounted as root mounts them by default;
+# loopback needs -allow-other here.
+# FUSE requests per file come from the kernel's fuse_request_send
+# tracepoint, counted for the daemon's connection only, so every peer is
+# counted the same way; daemon CPU per file from /proc/PID/stat.
+TREERES=$WORK/tree.tsv
+TREEREQ=$WORK/tree-requests.tsv
+TRACE=/sys/kernel/tracing
+trace_on() { # MNT: start counting the FUSE requests of MNT's connection
+	local dev
+	dev=$(awk -v m="$1" '$5 == m { print $3 }' /proc/self/mountinfo)
+	[ -d $TRACE/events ] || mount -t tracefs nodev $TRACE 2>/dev/null || true
+	[ -d $TRACE/events/fuse ] || { TRACE_OK=0; return; }
+	TRACE_OK=1
+	mkdir -p $TRACE/instances/tfsbench
+	local t=$TRACE/instances/tfsbench
+	echo 0 >$t/tracing_on
+	echo 65536 >$t/buffer_size_kb
+	echo "connection == $((${dev%%:*} << 20 | ${dev##*:}))" >$t/events/fuse/fuse_request_send/filter
+	echo 1 >$t/events/fuse/fuse_request_send/enable
+	: >$t/trace
+	echo 1 >$t/tracing_on
+}
+trace_off() { # PEER PHASE NFILES: stop counting, append per-file counts to TREEREQ
+	[ "$TRACE_OK" = 1 ] || return 0
+	local t=$TRACE/instances/tfsbench
+	echo 0 >$t/tracing_on
+	echo 0 >$t/events/fuse/fuse_request_send/enable
+	python3 - "$t/trace" "$1" "$2" "$3" "$t/per_cpu" >>"$TREEREQ" <<'PY'
+import collections, glob, re, sys
+trace, peer, phase, nfiles = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+n = collections.Counter()
+for l in open(trace):
+    m = re.search(r"opcode \d+ \(FUSE_(\w+)\)", l)
+    if m:
+        n[m[1]] += 1
+lost = sum(int(re.search(r"overrun: (\d+)", open(f).read())[1]) for f in glob.glob(sys.argv[5] + "/cpu*/stats"))
+for op, c in sorted(n.items()):
+    print("%s\t%s\t%s\t%.3f" % (peer, phase, op, c / nfiles))
+if lost:
+    print("%s\t%s\t(events lost)\t%d" % (peer, phase, lost))
+PY
+}
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+start_tfsfuse() { # IMAGE MNT
+	mkdir -p "$2"
+	"$NANOS/tools/bin/tfs-fuse" -f "$2" "$1" >>"$WORK/tfs-fuse.log" 2>&1 &
+	DAEMON_OF[$2]=$!
+	wait_mounted "$2" $!
+}
+
+# nanos_tree_image SRC IMAGE: lay SRC down as /tree on a Nanos-made volume.
+nanos_tree_image() {
+	python3 - "$1" >"$WORK/tree.manifest" <<'PY'
+import os, sys
+def node(p):
+    if os.path.islink(p) or not (os.path.isdir(p) or os.path.isfile(p)):
+        return None
+    if os.path.isfile(p):
+        return "(contents:(host:%s))" % p
+    kids = []
+    for name in sorted(os.listdir(p)):
+        k = node(os.path.join(p, name))
+        if k is not None and all(c.isalnum() or c in "._-+" for c in name):
+            kids.append("%s:%s" % (name, k))
+    return "(children:(%s))" % " ".join(kids)
+print("(children:(tree:%s))" % node(sys.argv[1]))
+PY
+	echo x >"$WORK/nokernel"
+	"$NANOS/tools/bin/mkfs" -s 4G -b "$NANOS/platform/pc/boot/boot.img" -k "$WORK/nokernel" "$2" <"$WORK/tree.manifest" >>"$WORK/tfs-fuse.log" 2>&1
+}
+
+tree_work() {
+	local src=$WORK/tree-src rounds=${BENCH_TREE_ROUNDS:-2} peers="loop tfs" nfiles
+	log "tree work: copying $TREE to the work disk"
+	rm -rf "$src" && cp -a "$TREE" "$src"
+	nfiles=$(find "$src" | wc -l)
+	: >"$TREEREQ"
+	if [ -n "$NANOS" ]; then
+		peers="loop tfsfuse tfs"
+		log "tree work: laying the tree down with Nanos's mkfs for tfs-fuse"
+		nanos_tree_image "$src" "$WORK/tfsfuse-master.img"
+		# Only what Nanos's mkfs took counts for tfs-fuse's figures.
+		start_tfsfuse "$WORK/tfsfuse-master.img" "$WORK/mnt-tree"
+		nf_fuse=$(find "$WORK/mnt-tree/tree" | wc -l)
+		stop_mount "$WORK/mnt-tree"
+	fi
+	declare -A fig=()
+	timed() { local t0; t0=$(date +%s.%N); "$@"; echo "$(date +%s.%N) - $t0" | bc; }
+	for round in $(seq "$rounds"); do
+		for peer in $peers; do
+			local mnt=$WORK/mnt-tree img=$WORK/tree-$peer.img back=$WORK/tree-loop-backing pid n=$nfiles
+			start_peer() {
+				case $peer in
+				tfs)
+					# As root mounts it by default, like tfs-fuse: without
+					# allow_other, so without default_permissions (whose
+					# permission checks ask for a directory's attributes
+					# again after every change in it).
+					mkdir -p "$mnt"
+					"$TFS" -f "$img" "$mnt" >>"$WORK/tfsmount.log" 2>&1 &
+					DAEMON_OF[$mnt]=$!
+					wait_mounted "$mnt" $!
+					;;
+				loop) start_loop "$back" "$mnt" ;;
+				tfsfuse) start_tfsfuse "$img" "$mnt" ;;
+				esac
+				pid=${DAEMON_OF[$mnt]}
+			}
+			phase() { # NAME COMMAND...: time it, count its requests and CPU
+				local name=$1 c0 secs
+				shift
+				trace_on "$mnt"
+				c0=$(cpu_ticks "$pid")
+				secs=$(timed "$@")
+				fig[$peer.$name.$round]=$secs
+				[ "$round" = 1 ] && trace_off "$peer" "$name" "$n"
+				[ "$round" = 1 ] && echo -e "$peer\t$name\tCPU µs\t$(((($(cpu_ticks "$pid") - c0) * 1000000 / $(getconf CLK_TCK)) / n))" >>"$TREEREQ"
+				[ "$TRACE_OK" = 1 ] && echo 0 >$TRACE/instances/tfsbench/tracing_on
+				log "tree work: $peer $name round $round: $secs s"
+			}
+			rm -rf "$back" "$img"
+			case $peer in
+			tfs) "$TFS" mkfs --size 4G "$img" >/dev/null ;;
+			tfsfuse) cp --sparse=always "$WORK/tfsfuse-master.img" "$img"; n=$nf_fuse ;;
+			esac
+			if [ $peer != tfsfuse ]; then
+				start_peer
+				phase cp sh -c "cp -a '$src' '$mnt/tree' && sync"
+				stop_mount "$mnt"
+			fi
+			drop_caches
+			start_peer
+			phase tar sh -c "tar -C '$mnt/tree' -cf - . | cat >/dev/null"
+			phase rm rm -rf "$mnt/tree"
+			stop_mount "$mnt"
+			if [ $peer = tfs ]; then
+				"$TFS" fsck "$img" >"$WORK/fsck-tree.txt" 2>&1 || log "fsck after tree work not clean: $(head -5 "$WORK/fsck-tree.txt")"
+			fi
+			rm -rf "$back" "$img"
+		done
+	done
+	local med
+	med() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+	: >"$TREERES"
+	for ph in cp:"cp -a in + sync" tar:"tar out, cold" rm:"rm -rf"; do
+		local k=${ph%%:*} row="${ph#*:}"
+		for peer in loop tfsfuse tfs; do
+			local vals=()
+			for round in $(seq "$rounds"); do
+				[ -n "${fig[$peer.$k.$round]:-}" ] && vals+=("${fig[$peer.$k.$round]}")
+			done
+			if [ ${#vals[@]} -gt 0 ]; then row+=$'\t'$(med "${vals[@]}"); else row+=$'\t-'; fi
+		done
+		printf '%s\n' "$row" >>"$TREERES"
+	done
+	TREE_FILES="$nfiles entries${nf_fuse:+ ($nf_fuse on the tfs-fuse volume)}"
+	rm -rf "$src" "$WORK/tfsfuse-master.img"
+}
+
 want fio && fio_matrix
+want qd32 && fio_qd32
 want meta && meta
 want mount && mount_time
 want rss && rss
 want sync && sync_heavy
+want tree && tree_work
 
 # ------------------------------------------------------------------ report
 {
@@ -419,6 +641,33 @@ for l in open(sys.argv[1]):
     f = [float(x) if x not in ("-", "nan", "") else None for x in v]
     r = lambda a, b: "%.2f" % (a / b) if a is not None and b else "-"
     print("%-34s %10s %10s %10s %10s %12s %10s" % (name, *[("-" if x is None else "%.0f" % x) for x in f], r(f[1], f[0]), r(f[1], f[2])))
+PY
+	fi
+	if [ -s "${TREERES:-}" ]; then
+		echo
+		echo "tree work on $TREE_FILES (s, median of ${BENCH_TREE_ROUNDS:-2} interleaved rounds; tfs-fuse's tree laid down by Nanos's mkfs)"
+		python3 - "$TREERES" <<'PY'
+import sys
+print("%-22s %10s %10s %10s %10s %12s" % ("test", "loopback", "tfs-fuse", "tfsmount", "tfs/loop", "tfs/tfs-fuse"))
+for l in open(sys.argv[1]):
+    name, *v = l.rstrip("\n").split("\t")
+    f = [float(x) if x not in ("-", "nan", "") else None for x in v]
+    r = lambda a, b: "%.2f" % (a / b) if a is not None and b else "-"
+    print("%-22s %10s %10s %10s %10s %12s" % (name, *[("-" if x is None else "%.2f" % x) for x in f], r(f[2], f[0]), r(f[2], f[1])))
+PY
+		echo
+		echo "FUSE requests per file by opcode (kernel tracepoint fuse_request_send), and daemon CPU µs per file; round 1"
+		python3 - "$TREEREQ" <<'PY'
+import collections, sys
+rows = collections.OrderedDict()
+for l in open(sys.argv[1]):
+    peer, phase, op, v = l.rstrip("\n").split("\t")
+    rows.setdefault((phase, peer), []).append((op, v))
+for (phase, peer), ops in rows.items():
+    cpu = [v for op, v in ops if op == "CPU µs"]
+    reqs = sorted(((op, float(v)) for op, v in ops if op not in ("CPU µs", "(events lost)")), key=lambda x: -x[1])
+    total = sum(v for _, v in reqs)
+    print("%-4s %-8s total %5.2f  CPU %s µs  %s" % (phase, peer, total, cpu[0] if cpu else "-", " ".join("%s %.2f" % (op, v) for op, v in reqs if v >= 0.01)))
 PY
 	fi
 } | tee "$txt"
