@@ -1,6 +1,8 @@
 package tfs
 
 import (
+	"cmp"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -221,11 +223,7 @@ func (fs *FS) releaseFreed(list [][2]uint64) {
 // nothing: the discards complete before any new owner can be given the
 // blocks, so none can zero a new owner's data. Called with fs.mu held.
 func (fs *FS) giveBack(list [][2]uint64) {
-	discard := make([][2]int64, 0, min(len(list), maxDiscards))
-	for _, r := range list[:min(len(list), maxDiscards)] {
-		discard = append(discard, [2]int64{int64(r[0]) * blockSize, int64(r[1]) * blockSize})
-	}
-	_ = blockdev.DiscardMany(fs.dev, discard) // advisory
+	_ = blockdev.DiscardMany(fs.dev, discardRanges(list)) // advisory
 	for _, r := range list {
 		// The model reserved every extent at mount, so a failure here
 		// means the in-memory state is inconsistent; keep going, fsck
@@ -237,6 +235,30 @@ func (fs *FS) giveBack(list [][2]uint64) {
 // maxDiscards bounds the discards sent for one commit; beyond it, ranges
 // are freed without one (discard is an optimisation only).
 const maxDiscards = 1 << 12
+
+// discardRanges turns freed block ranges into device byte ranges, with
+// neighbours joined: the files of a tree sit side by side, so rm -rf frees
+// runs of ranges that touch, and each discard of an image file is a hole
+// punched under the host filesystem's inode lock. Giving back waits for
+// the discards with fs.mu held, so their number is what every other
+// operation waits for.
+func discardRanges(list [][2]uint64) [][2]int64 {
+	sorted := slices.Clone(list)
+	slices.SortFunc(sorted, func(a, b [2]uint64) int { return cmp.Compare(a[0], b[0]) })
+	var out [][2]int64
+	for _, r := range sorted {
+		start, end := int64(r[0])*blockSize, int64(r[0]+r[1])*blockSize
+		if k := len(out) - 1; k >= 0 && out[k][0]+out[k][1] >= start {
+			out[k][1] = max(out[k][1], end-out[k][0])
+			continue
+		}
+		if len(out) == maxDiscards {
+			break
+		}
+		out = append(out, [2]int64{start, end - start})
+	}
+	return out
+}
 
 // allocRun allocates volume blocks for up to want file blocks following
 // Nanos' policy (§5.4): first fit of min(want, 65536) blocks, halving down
