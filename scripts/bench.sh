@@ -194,6 +194,10 @@ fio_matrix() {
 			loop) f=$lm/fio-$jobs.dat ;;
 			esac
 			log "fio $target jobs=$jobs"
+			# What the peer before left dirty in the host's page cache
+			# (raw writes are buffered) must not be written back during
+			# this peer's run.
+			sync
 			fig[$target.write.$jobs]=$(fio_run "$f" write 1M "$jobs")
 			# Cold reads: FUSE daemons are remounted so no user-space cache
 			# survives either, then the kernel's caches are dropped.
@@ -250,6 +254,7 @@ fio_qd32() {
 			# Lay the file down first, so the job measures I/O, not allocation.
 			[ -f "$f" ] || fio --name=lay --filename="$f" --rw=write --bs=1M --size=1G --end_fsync=1 >/dev/null 2>>"$WORK/fio.err"
 			log "fio qd32 $engine $target"
+			sync
 			read -r fig[$target.r.$engine] fig[$target.w.$engine] < <(fio_qd32_run "$f" $engine)
 		done
 		record "randrw 4K qd32 $engine, read" IOPS 1 "${fig[raw.r.$engine]}" "${fig[tfs.r.$engine]}" "${fig[loop.r.$engine]}"
