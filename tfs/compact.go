@@ -103,7 +103,7 @@ func (fs *FS) compactLocked() error {
 		oldChain = append(oldChain, [2]uint64{e.start, e.nblocks})
 	}
 	fs.giveBack(oldChain)
-	fs.releaseFreed(fs.freeing)
+	fs.releaseFreed(fs.freeing, false)
 	fs.freeing = nil
 	fs.renumberAfterCompaction(old, crc32.Checksum(entry, castagnoli))
 	nw.entries = enc.next

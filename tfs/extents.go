@@ -210,12 +210,16 @@ func (fs *FS) freeAfterCommit(start, n uint64) {
 }
 
 // releaseFreed gives back ranges taken from fs.freeing, whose freeing is
-// now durable. Called with fs.mu held.
-func (fs *FS) releaseFreed(list [][2]uint64) {
+// now durable; discarded says their discards are done already. Called
+// with fs.mu held.
+func (fs *FS) releaseFreed(list [][2]uint64, discarded bool) {
 	for _, r := range list {
 		fs.freeingBlocks -= r[1]
 	}
-	fs.giveBack(list)
+	if !discarded {
+		fs.discard(list)
+	}
+	fs.toAllocator(list)
 }
 
 // giveBack returns block ranges that belong to nobody on the disk to the
@@ -223,7 +227,20 @@ func (fs *FS) releaseFreed(list [][2]uint64) {
 // nothing: the discards complete before any new owner can be given the
 // blocks, so none can zero a new owner's data. Called with fs.mu held.
 func (fs *FS) giveBack(list [][2]uint64) {
+	fs.discard(list)
+	fs.toAllocator(list)
+}
+
+// discard tells the device that the blocks of list hold nothing, and
+// waits for it. The blocks must belong to nobody and not be in the
+// allocator yet.
+func (fs *FS) discard(list [][2]uint64) {
 	_ = blockdev.DiscardMany(fs.dev, discardRanges(list)) // advisory
+}
+
+// toAllocator hands discarded ranges to the allocator. Called with fs.mu
+// held.
+func (fs *FS) toAllocator(list [][2]uint64) {
 	for _, r := range list {
 		// The model reserved every extent at mount, so a failure here
 		// means the in-memory state is inconsistent; keep going, fsck

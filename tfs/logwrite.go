@@ -450,17 +450,25 @@ func (fs *FS) writeLog(full bool, derr error, stage func() error) error {
 	} else if full {
 		ferr = blockdev.Flush(fs.dev)
 	}
+	durable := werr == nil && ferr == nil
+	if durable && len(freed) > 0 {
+		// The freed blocks belong to nobody now, and nobody can be given
+		// them before they reach the allocator below: discard them
+		// before taking fs.mu, so that no other operation waits for the
+		// device's discards.
+		fs.discard(freed)
+	}
 
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if werr != nil || ferr != nil {
+	if !durable {
 		// Nothing says the batch is on the disk: write it again next time.
 		fs.w.requeue(b)
 		fs.freeing = append(freed, fs.freeing...)
 	} else {
 		// The batch is durable, and so is every record staged before it
 		// (an empty batch means nothing was left to write).
-		fs.releaseFreed(freed)
+		fs.releaseFreed(freed, true)
 	}
 	return errors.Join(derr, serr, werr, ferr)
 }
