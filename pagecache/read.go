@@ -68,14 +68,7 @@ func (n *Node) readChunk(p []byte, off, size int64) (int, error) {
 		for _, run := range pl.runs {
 			n.fill(run, pl.size, w)
 		}
-		if len(pl.ra) > 0 {
-			// Read-ahead is not waited for: its merge's done does nothing.
-			raw := &opWait{m: bh.NewMerge(c.q, func(error) {})}
-			for _, run := range pl.ra {
-				n.fill(run, pl.size, raw)
-			}
-			raw.m.Finish()
-		}
+		n.fillAhead(pl.ra, pl.size)
 		var err error
 		if w != nil {
 			err = w.wait()
@@ -265,11 +258,16 @@ func (n *Node) Prefetch(off, length, size int64) {
 		runs, _ = n.claimMissingLocked(off/PageSize, (end+PageSize-1)/PageSize)
 	}
 	n.unlock()
+	n.fillAhead(runs, size)
+}
+
+// fillAhead fills runs claimed for read-ahead or prefetch. Nobody waits
+// for them: the merge's done does nothing.
+func (n *Node) fillAhead(runs [][]*page, size int64) {
 	if len(runs) == 0 {
 		return
 	}
-	// Nobody waits for it: its merge's done does nothing.
-	w := &opWait{m: bh.NewMerge(c.q, func(error) {})}
+	w := &opWait{m: bh.NewMerge(n.c.q, func(error) {})}
 	for _, run := range runs {
 		n.fill(run, size, w)
 	}

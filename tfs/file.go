@@ -40,6 +40,11 @@ func (fs *FS) fileData(n *Node) fileData {
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
+	return fs.fileDataLocked(n)
+}
+
+// fileDataLocked is fileData with fs.mu held.
+func (fs *FS) fileDataLocked(n *Node) fileData {
 	if n.fd.Load() == nil {
 		n.fd.Store(&fileRef{fs.data.newFile(backing{fs, n})})
 	}
@@ -195,10 +200,7 @@ func (fs *FS) Prefetch(n *Node, max int64) {
 		fs.mu.Unlock()
 		return
 	}
-	if n.fd.Load() == nil {
-		n.fd.Store(&fileRef{fs.data.newFile(backing{fs, n})})
-	}
-	fd := n.fd.Load().fileData
+	fd := fs.fileDataLocked(n)
 	fs.mu.Unlock()
 	// An unlink from here on is the same race as one during a Read: the
 	// cache handle it drops may still be filled; nothing reads it after.
