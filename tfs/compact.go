@@ -102,8 +102,9 @@ func (fs *FS) compactLocked() error {
 	for _, e := range old.chain[1:] {
 		oldChain = append(oldChain, [2]uint64{e.start, e.nblocks})
 	}
-	fs.giveBack(oldChain)
-	fs.releaseFreed(fs.freeing, false)
+	fs.discard(append(oldChain, fs.freeing...))
+	fs.toAllocator(oldChain)
+	fs.releaseFreed(fs.freeing)
 	fs.freeing = nil
 	fs.renumberAfterCompaction(old, crc32.Checksum(entry, castagnoli))
 	nw.entries = enc.next

@@ -209,15 +209,12 @@ func (fs *FS) freeAfterCommit(start, n uint64) {
 	fs.freeingBlocks += n
 }
 
-// releaseFreed gives back ranges taken from fs.freeing, whose freeing is
-// now durable; discarded says their discards are done already. Called
-// with fs.mu held.
-func (fs *FS) releaseFreed(list [][2]uint64, discarded bool) {
+// releaseFreed hands ranges taken from fs.freeing, whose freeing is now
+// durable and whose discards are done (fs.discard), to the allocator.
+// Called with fs.mu held.
+func (fs *FS) releaseFreed(list [][2]uint64) {
 	for _, r := range list {
 		fs.freeingBlocks -= r[1]
-	}
-	if !discarded {
-		fs.discard(list)
 	}
 	fs.toAllocator(list)
 }

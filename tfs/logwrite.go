@@ -468,7 +468,7 @@ func (fs *FS) writeLog(full bool, derr error, stage func() error) error {
 	} else {
 		// The batch is durable, and so is every record staged before it
 		// (an empty batch means nothing was left to write).
-		fs.releaseFreed(freed, true)
+		fs.releaseFreed(freed)
 	}
 	return errors.Join(derr, serr, werr, ferr)
 }
