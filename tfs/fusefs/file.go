@@ -111,11 +111,11 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			}
 		}
 	}
-	if m.cfg.NoOpen {
-		return n.newChild(ctx, tn, out), &handle{}, openFlags, 0
+	h := &handle{counted: !m.cfg.NoOpen}
+	if h.counted {
+		m.fs.Open(tn)
 	}
-	m.fs.Open(tn)
-	return n.newChild(ctx, tn, out), &handle{counted: true}, openFlags, 0
+	return n.newChild(ctx, tn, out), h, openFlags, 0
 }
 
 var _ = (fs.NodeReleaser)((*node)(nil))

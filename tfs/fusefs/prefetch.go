@@ -1,6 +1,8 @@
 package fusefs
 
 import (
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/tfsmount/tfsmount/tfs"
@@ -24,10 +26,10 @@ const (
 )
 
 // dirListing is the regular files of a directory in the order its last
-// listing sent them, and how far a walk through them has got.
+// listing sent them (sorted by name, tfs.FS.ReadDir's order), and how far
+// a walk through them has got.
 type dirListing struct {
-	files []*tfs.Node
-	pos   map[*tfs.Node]int
+	files []tfs.DirEntry
 
 	mu       sync.Mutex
 	lastRead int // index of the file last read from its start; -1: none
@@ -38,24 +40,20 @@ func newDirListing(ents []tfs.DirEntry) *dirListing {
 	l := &dirListing{lastRead: -1}
 	for _, e := range ents {
 		if e.Kind == tfs.KindFile && e.Node != nil {
-			l.files = append(l.files, e.Node)
+			l.files = append(l.files, e)
 		}
 	}
 	if len(l.files) < 2 {
 		return nil // nothing to prefetch after anything
 	}
-	l.pos = make(map[*tfs.Node]int, len(l.files))
-	for i, n := range l.files {
-		l.pos[n] = i
-	}
 	return l
 }
 
-// readFromStart is called when a reader reads tn from offset 0. It
-// returns the files to prefetch (none unless the walk is sequential), and
-// whether the listing is used up.
-func (l *dirListing) readFromStart(tn *tfs.Node) (next []*tfs.Node, done bool) {
-	i, ok := l.pos[tn]
+// readFromStart is called when a reader reads the file named name from
+// offset 0. It returns the files to prefetch (none unless the walk is
+// sequential), and whether the listing is used up.
+func (l *dirListing) readFromStart(name string) (next []tfs.DirEntry, done bool) {
+	i, ok := slices.BinarySearchFunc(l.files, name, func(e tfs.DirEntry, name string) int { return strings.Compare(e.Name, name) })
 	if !ok {
 		return nil, false
 	}
@@ -79,7 +77,7 @@ func (l *dirListing) readFromStart(tn *tfs.Node) (next []*tfs.Node, done bool) {
 
 // prefetchAfter runs the tree-walk prefetch for a read of n from its start.
 func (n *node) prefetchAfter() {
-	_, parent := n.Parent()
+	name, parent := n.Parent()
 	if parent == nil {
 		return
 	}
@@ -91,12 +89,12 @@ func (n *node) prefetchAfter() {
 	if l == nil {
 		return
 	}
-	next, done := l.readFromStart(n.tn)
+	next, done := l.readFromStart(name)
 	if done {
 		// Every file is on its way: the listing has served its purpose.
 		d.listing.CompareAndSwap(l, nil)
 	}
 	for _, f := range next {
-		n.m.fs.Prefetch(f, prefetchBytes)
+		n.m.fs.Prefetch(f.Node, prefetchBytes)
 	}
 }

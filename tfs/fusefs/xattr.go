@@ -127,16 +127,24 @@ func minimalACLMode(b []byte) (uint32, bool) {
 	if len(b) != 4+3*8 || binary.LittleEndian.Uint32(b) != version {
 		return 0, false
 	}
-	shift := map[uint16]uint{userObj: 6, groupObj: 3, other: 0}
 	var mode uint32
+	seen := 0
 	for e := b[4:]; len(e) > 0; e = e[8:] {
-		tag, perm := binary.LittleEndian.Uint16(e), binary.LittleEndian.Uint16(e[2:])
-		s, ok := shift[tag]
-		if !ok || perm > 7 {
+		tag, perm := binary.LittleEndian.Uint16(e), uint32(binary.LittleEndian.Uint16(e[2:]))
+		if perm > 7 || seen&int(tag) != 0 {
+			return 0, false // a bad permission, or a tag twice
+		}
+		seen |= int(tag)
+		switch tag {
+		case userObj:
+			mode |= perm << 6
+		case groupObj:
+			mode |= perm << 3
+		case other:
+			mode |= perm
+		default:
 			return 0, false
 		}
-		delete(shift, tag) // each once
-		mode |= uint32(perm) << s
 	}
 	return mode, true
 }
