@@ -99,8 +99,7 @@ func DiscardMany(d Device, ranges [][2]int64) error {
 }
 
 // submitAndWait hands rs to the device together (SubmitAll) and waits for
-// every completion; a read or write that moved less than asked is an
-// error.
+// every completion; a write that moved less than asked is an error.
 func submitAndWait(d Device, rs []*Request) error {
 	if len(rs) == 0 {
 		return nil

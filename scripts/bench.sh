@@ -144,6 +144,9 @@ stop_mount() { # MNT: unmount and wait until the daemon has written everything a
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
+# median VALUE...: the middle value, or the mean of the middle two.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
 bytes() { # 512M -> bytes
 	python3 -c 'import sys,re
 m=re.fullmatch(r"(\d+)([KMGT]?)",sys.argv[1].upper()); print(int(m[1])<<{"":0,"K":10,"M":20,"G":30,"T":40}[m[2]])' "$1"
@@ -327,7 +330,6 @@ PY
 		fusermount3 -u "$lm"
 		wait "$lp" 2>/dev/null || true
 	done
-	median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
 	record "mount 100x1000 files to first ls" s 0 - "$(median "${tfs_times[@]}")" "$(median "${loop_times[@]}")"
 	rm -rf "$tree" "$img"
 }
@@ -410,13 +412,12 @@ sync_heavy() {
 			esac
 		done
 	done
-	med() { printf '%s\n' "$1" "$2" | sort -g | awk '{ s += $1 } END { printf "%.1f", s / NR }'; }
 	: >"$SYNCRES"
 	for t in rw:"4K rand write + fsync each" app:"4K append + fdatasync each" cr:"create+write+fsync small file"; do
 		local k=${t%%:*} name=${t#*:} row=
 		for target in before tfs loop raw; do
 			if [[ " $targets " == *" $target "* ]]; then
-				row+=$'\t'$(med "${fig[$target.$k.1]}" "${fig[$target.$k.2]}")
+				row+=$'\t'$(median "${fig[$target.$k.1]}" "${fig[$target.$k.2]}")
 			else
 				row+=$'\t-'
 			fi
@@ -576,7 +577,6 @@ tree_work() {
 		done
 	done
 	local med
-	med() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 	: >"$TREERES"
 	for ph in cp:"cp -a in + sync" tar:"tar out, cold" rm:"rm -rf"; do
 		local k=${ph%%:*} row="${ph#*:}"
@@ -585,7 +585,7 @@ tree_work() {
 			for round in $(seq "$rounds"); do
 				[ -n "${fig[$peer.$k.$round]:-}" ] && vals+=("${fig[$peer.$k.$round]}")
 			done
-			if [ ${#vals[@]} -gt 0 ]; then row+=$'\t'$(med "${vals[@]}"); else row+=$'\t-'; fi
+			if [ ${#vals[@]} -gt 0 ]; then row+=$'\t'$(median "${vals[@]}"); else row+=$'\t-'; fi
 		done
 		printf '%s\n' "$row" >>"$TREERES"
 	done
