@@ -1,9 +1,10 @@
-// Package tfs owns the filesystem: the TFS on-disk format of the Nanos
-// unikernel (value codec, dictionary, log), the metadata model (directories,
-// files, extents, symlinks, hard links, xattrs, times), block allocation,
-// volume discovery in raw and partitioned images, mkfs and fsck.
+// Package tfs is the filesystem model over a TFS volume: directories,
+// files and their extents, symlinks, hard links, xattrs and times built from
+// the log that package tfs/format reads; block allocation; the log writer
+// with its crash-ordering rules; compaction and fsck. What Nanos writes, byte
+// for byte, is tfs/format's business; how tfsmount keeps it is this one's.
 //
-// This file is the contract the FUSE layer and the CLI program against.
+// This file holds the types the FUSE layer and the CLI program against.
 // Every FS method is safe for concurrent use. Errors that a caller should
 // turn into an errno wrap a syscall.Errno (errors.As finds it): ENOENT,
 // EEXIST, ENOTDIR, EISDIR, ENOTEMPTY, ENAMETOOLONG, EINVAL, EPERM, ENOSPC,
@@ -43,7 +44,7 @@
 //     data, for syncfs), every record staged before them and a flush have
 //     completed. (the promises TestCrashSim checks)
 //
-// Replay (log.go) ends a log at a torn tail, which other writers (Nanos
+// Replay (tfs/format, log.go) ends a log at a torn tail, which other writers (Nanos
 // itself, tfsmount before these rules) can leave, only where it provably is
 // one: a link to an extension that has no header, or a last extension whose
 // blocks from the failing record on are zeros. Anything else is an error
@@ -134,66 +135,3 @@ type Options struct {
 	// and reads of the data cache), rate-limited. nil: not logged.
 	Logf func(format string, args ...any)
 }
-
-// MkfsOptions configure Mkfs.
-type MkfsOptions struct {
-	Label string   // at most 31 bytes
-	UUID  [16]byte // zero: random
-}
-
-// Mkfs (mkfs.go) writes an empty TFS volume over the whole device:
-//
-//	func Mkfs(dev blockdev.Device, q *bh.Queue, opts MkfsOptions) error
-
-// The FS type and its methods live in the other files of this package. The
-// contract, which the FUSE layer (tfs/fusefs) and the CLI rely on:
-//
-//	func Mount(dev blockdev.Device, opts Options) (*FS, error)
-//	    Finds the volume (raw, or MBR root/boot/offset), replays the log,
-//	    derives free space. Read-only if opts.ReadOnly or dev.ReadOnly().
-//	func (fs *FS) Close() error            // write back everything, flush log and device
-//	func (fs *FS) Sync() error             // syncfs: data, then log, then device flush
-//	func (fs *FS) Label() string
-//	func (fs *FS) UUID() [16]byte
-//	func (fs *FS) StatFS() StatFS
-//	func (fs *FS) Root() *Node             // *Node is stable for the mount; hard links share one
-//	func (fs *FS) Lookup(dir *Node, name string) (*Node, error)
-//	func (fs *FS) ReadDir(dir *Node) ([]DirEntry, error)       // sorted by name
-//	func (fs *FS) Getattr(n *Node) Attr
-//	func (fs *FS) Create(dir *Node, name string, excl bool) (*Node, error) // !excl: open existing file
-//	func (fs *FS) Mkdir(dir *Node, name string) (*Node, error)
-//	func (fs *FS) Symlink(dir *Node, name, target string) (*Node, error)
-//	func (fs *FS) Mksock(dir *Node, name string) (*Node, error)
-//	func (fs *FS) Link(n, dir *Node, name string) error
-//	func (fs *FS) Unlink(dir *Node, name string) error
-//	func (fs *FS) Rmdir(dir *Node, name string) error
-//	func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags RenameFlags) error
-//	func (fs *FS) Readlink(n *Node) (string, error)
-//	func (fs *FS) Open(n *Node)            // an open file keeps its data after unlink ...
-//	func (fs *FS) Release(n *Node)         // ... until its last Release
-//	func (fs *FS) Read(n *Node, p []byte, off int64) (int, error)   // short only at EOF
-//	func (fs *FS) Write(n *Node, p []byte, off int64) (int, error)  // extends the file
-//	func (fs *FS) Truncate(n *Node, size int64) error
-//	func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error
-//	func (fs *FS) Seek(n *Node, off int64, whence int) (int64, error) // SEEK_DATA / SEEK_HOLE
-//	func (fs *FS) SetTimes(n *Node, atime, mtime *time.Time) error   // nil: leave unchanged
-//	func (fs *FS) SetFlags(n *Node, exec, readonly *bool) error       // regular files; nil: leave unchanged
-//	func (fs *FS) GetXattr(n *Node, name string) ([]byte, error)      // ENODATA if absent
-//	func (fs *FS) SetXattr(n *Node, name string, value []byte, flags int) error // XATTR_CREATE/REPLACE
-//	func (fs *FS) ListXattr(n *Node) ([]string, error)
-//	func (fs *FS) RemoveXattr(n *Node, name string) error
-//	func (fs *FS) Fsync(n *Node, dataOnly bool) error // dataOnly (fdatasync): times stay in memory
-//	func (fs *FS) Compact() error          // rebuild the log now
-//	func Fsck(dev blockdev.Device, opts Options) (*FsckReport, error) // report lists every problem
-//	func (fs *FS) Resolve(path string) (*Node, error) // absolute guest path, no symlink following
-//	func (fs *FS) NodeByIno(ino uint64) (*Node, error) // for file handles (ino.go)
-//	func (fs *FS) Parent(dir *Node) (*Node, string, error)
-//
-// Also available (added with the implementation):
-//
-//	func (fs *FS) LogBlocks() uint64        // blocks held by the log chain (to show what Compact saves)
-//	func (fs *FS) CacheStats() pagecache.Stats // the data cache's counters
-//	type FsckReport                         // Problems []FsckProblem{Where, What}, counts, Clean(), String()
-//
-// Fsync(n) writes n's data, then the log (with every staged record), then
-// flushes the device; Sync and Fsync of a directory write all data first.

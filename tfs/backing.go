@@ -2,6 +2,7 @@ package tfs
 
 import (
 	"github.com/tfsmount/tfsmount/pagecache"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // backing is a regular file as the pagecache sees it (pagecache.Backing):
@@ -15,7 +16,7 @@ type backing struct {
 var _ pagecache.Backing = backing{}
 
 func blockRange(off, n int64) (uint64, uint64) {
-	return uint64(off) / blockSize, (uint64(off+n) + blockSize - 1) / blockSize
+	return uint64(off) / format.BlockSize, (uint64(off+n) + format.BlockSize - 1) / format.BlockSize
 }
 
 // Map describes [off, off+n): holes, uninitialised extents and blocks whose
@@ -37,7 +38,7 @@ func (b backing) Map(off, n int64) ([]pagecache.Segment, error) {
 	}
 	end := off + n
 	for pos := off; pos < end; {
-		blk := uint64(pos) / blockSize
+		blk := uint64(pos) / format.BlockSize
 		i := b.n.find(blk)
 		if i == len(b.n.exts) {
 			add(pos, end-pos, pagecache.Hole)
@@ -45,16 +46,16 @@ func (b backing) Map(off, n int64) ([]pagecache.Segment, error) {
 		}
 		e := b.n.exts[i]
 		if e.fblock > blk {
-			next := min(end, int64(e.fblock)*blockSize)
+			next := min(end, int64(e.fblock)*format.BlockSize)
 			add(pos, next-pos, pagecache.Hole)
 			pos = next
 			continue
 		}
-		next := min(end, int64(e.end())*blockSize)
+		next := min(end, int64(e.end())*format.BlockSize)
 		if e.uninited || e.pending {
 			add(pos, next-pos, pagecache.Hole)
 		} else {
-			add(pos, next-pos, int64(e.dblock)*blockSize+pos-int64(e.fblock)*blockSize)
+			add(pos, next-pos, int64(e.dblock)*format.BlockSize+pos-int64(e.fblock)*format.BlockSize)
 		}
 		pos = next
 	}
@@ -134,12 +135,12 @@ func (b backing) PrepareWrite(off, n int64) ([]pagecache.Segment, error) {
 	var segs []pagecache.Segment
 	end := off + n
 	for pos := off; pos < end; {
-		e := b.n.extentAt(uint64(pos) / blockSize)
+		e := b.n.extentAt(uint64(pos) / format.BlockSize)
 		if e == nil {
 			return nil, errnoErr("extent map changed during write-back", errEIO)
 		}
-		next := min(end, int64(e.end())*blockSize)
-		dev := int64(e.dblock)*blockSize + pos - int64(e.fblock)*blockSize
+		next := min(end, int64(e.end())*format.BlockSize)
+		dev := int64(e.dblock)*format.BlockSize + pos - int64(e.fblock)*format.BlockSize
 		if k := len(segs) - 1; k >= 0 && segs[k].Dev+segs[k].Len == dev {
 			segs[k].Len += next - pos
 		} else {

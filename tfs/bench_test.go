@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // Benchmarks: log replay speed and mount time of a generated image with
@@ -26,7 +27,7 @@ func image100k(b *testing.B) []byte {
 	bigImageOnce.Do(func() {
 		q := testQueue(b)
 		dev := blockdev.NewMemory(q, 512<<20)
-		if bigImageErr = Mkfs(dev, q, MkfsOptions{Label: "bench"}); bigImageErr != nil {
+		if bigImageErr = format.Mkfs(dev, format.MkfsOptions{Label: "bench"}); bigImageErr != nil {
 			return
 		}
 		// A cache large enough for every file page: generation measures the
@@ -68,15 +69,15 @@ func BenchmarkLogReplay(b *testing.B) {
 	img := image100k(b)
 	q := testQueue(b)
 	dev := blockdev.NewMemoryFrom(q, img, true)
-	blocks := uint64(len(img) / blockSize)
+	blocks := uint64(len(img) / format.BlockSize)
 	b.ResetTimer()
 	var records uint64
 	for i := 0; i < b.N; i++ {
-		l, _, err := readLog(dev, blocks, false)
+		l, _, err := format.ReadLog(dev, blocks, false)
 		if err != nil {
 			b.Fatal(err)
 		}
-		records += l.records
+		records += l.Records
 	}
 	b.ReportMetric(float64(records)/b.Elapsed().Seconds(), "records/s")
 	b.ReportMetric(float64(records)/float64(b.N), "records/op")

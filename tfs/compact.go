@@ -5,6 +5,7 @@ import (
 	"hash/crc32"
 
 	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // Log compaction (tfs-format.md §2.9): the whole tree is written as one
@@ -31,13 +32,13 @@ func (fs *FS) Compact() error {
 func (fs *FS) LogBlocks() uint64 {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	exts := fs.log.exts
+	exts := fs.log.Exts
 	if fs.w != nil {
 		exts = fs.w.chain
 	}
 	var n uint64
 	for _, e := range exts {
-		n += e.nblocks
+		n += e.NBlocks
 	}
 	return n
 }
@@ -49,7 +50,7 @@ func (fs *FS) compactLocked() error {
 	// Sizes and times changed in memory go straight into the snapshot.
 	for n := range fs.dirty {
 		if n.kind == KindFile && n.links > 0 {
-			n.t.attrs["filelength"] = intOf(uint64(n.size.Load()))
+			n.t.Attrs["filelength"] = format.IntOf(uint64(n.size.Load()))
 			n.loggedSize = n.size.Load()
 		}
 		n.timesDirty = false
@@ -58,7 +59,7 @@ func (fs *FS) compactLocked() error {
 	start := old.compactArea
 	old.compactArea = 0
 	if start == 0 {
-		s, ok := fs.free.Alloc(extBlocks)
+		s, ok := fs.free.Alloc(format.ExtBlocks)
 		switch {
 		case ok:
 			start = s
@@ -69,28 +70,28 @@ func (fs *FS) compactLocked() error {
 			return errnoErr("no free blocks for a compacted log", errENOSPC)
 		}
 	}
-	enc := newEncoder()
-	nw := &logWriter{fs: fs, enc: enc, ext: extension{start: start, nblocks: extBlocks, version: 5},
-		buf: make([]byte, extBlocks*blockSize), dirtyFrom: 0, session: true, nextArea: old.nextArea,
-		chain: []extension{{start: 0, nblocks: 1, version: 5}, {start: start, nblocks: extBlocks, version: 5}}}
+	enc := format.NewEncoder()
+	nw := &logWriter{fs: fs, enc: enc, ext: format.Extension{Start: start, NBlocks: format.ExtBlocks, Version: 5},
+		buf: make([]byte, format.ExtBlocks*format.BlockSize), dirtyFrom: 0, session: true, nextArea: old.nextArea,
+		chain: []format.Extension{{Start: 0, NBlocks: 1, Version: 5}, {Start: start, NBlocks: format.ExtBlocks, Version: 5}}}
 	old.nextArea = 0
-	nw.used = copy(nw.buf, extensionHeader(extBlocks))
-	nw.buf[nw.used] = recEndOfLog
-	entry := enc.value(nil, fs.root.t, map[any]bool{}, false)
+	nw.used = copy(nw.buf, format.ExtensionHeader(format.ExtBlocks))
+	nw.buf[nw.used] = format.RecEndOfLog
+	entry := enc.Value(nil, fs.root.t, map[any]bool{}, false)
 	err := nw.stage(entry)
 	if err == nil {
 		// The whole new chain, a flush, then block 0 with FUA: the switch
 		// is the one write of block 0 (ordering rule 1).
 		var b logBatch
 		if b, err = nw.take(); err == nil {
-			err = fs.commitBlocks(b.blockWrites(), blockdev.Write{Off: 0, Data: initialBlock(fs.log.uuid, fs.log.label, start, extBlocks)}, true)
+			err = fs.commitBlocks(b.blockWrites(), blockdev.Write{Off: 0, Data: format.InitialBlock(fs.log.UUID, fs.log.Label, start, format.ExtBlocks)}, true)
 		}
 	}
 	if err != nil {
 		// The old chain is still the log; give back what the new one took
 		// (nothing on the disk points at it).
 		for _, e := range nw.chain[1:] {
-			_ = fs.free.Free(e.start, e.nblocks)
+			_ = fs.free.Free(e.Start, e.NBlocks)
 		}
 		old.nextArea, old.compactArea = nw.nextArea, 0
 		old.ensureAreas()
@@ -100,17 +101,17 @@ func (fs *FS) compactLocked() error {
 	// record of the old log, belong to nobody now.
 	oldChain := make([][2]uint64, 0, len(old.chain)-1)
 	for _, e := range old.chain[1:] {
-		oldChain = append(oldChain, [2]uint64{e.start, e.nblocks})
+		oldChain = append(oldChain, [2]uint64{e.Start, e.NBlocks})
 	}
 	fs.discard(append(oldChain, fs.freeing...))
 	fs.toAllocator(oldChain)
 	fs.releaseFreed(fs.freeing)
 	fs.freeing = nil
-	fs.renumberAfterCompaction(old, crc32.Checksum(entry, castagnoli))
-	nw.entries = enc.next
+	fs.renumberAfterCompaction(old, crc32.Checksum(entry, format.Castagnoli))
+	nw.entries = enc.Next()
 	nw.obsolete = 0
 	nw.ensureAreas()
 	fs.w = nw
-	fs.log.exts = nw.chain
+	fs.log.Exts = nw.chain
 	return nil
 }

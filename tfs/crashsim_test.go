@@ -17,6 +17,7 @@ import (
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/heap"
 	"github.com/tfsmount/tfsmount/pagecache"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // The crash simulator (the dm-log-writes method, docs/crash-consistency.md):
@@ -167,7 +168,7 @@ func newSim(t testing.TB, cfg simConfig) *sim {
 		t.Cleanup(func() { d.Close() })
 		inner = d
 	}
-	must(t, Mkfs(inner, q, MkfsOptions{Label: "crash"}))
+	must(t, format.Mkfs(inner, format.MkfsOptions{Label: "crash"}))
 	f := blockdev.NewFaulty(inner, q)
 	must(t, f.Record())
 	s := &sim{t: t, cfg: cfg, rng: rand.New(rand.NewSource(cfg.seed)), q: q, dev: f,
@@ -252,7 +253,7 @@ func (s *sim) chainLen() int {
 	s.fs.mu.Lock()
 	defer s.fs.mu.Unlock()
 	if s.fs.w == nil {
-		return len(s.fs.log.exts)
+		return len(s.fs.log.Exts)
 	}
 	return len(s.fs.w.chain)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // CacheStats counts the data cache's work, and a write-back that fails in
@@ -35,7 +36,7 @@ func TestCacheStatsAndBackgroundErrorsLogged(t *testing.T) {
 	}
 
 	// Fail every data write from here on; the timer's write-back fails.
-	faulty.FailRange(3000*blockSize, 16<<20, errors.New("injected write fault"), blockdev.OpWrite)
+	faulty.FailRange(3000*format.BlockSize, 16<<20, errors.New("injected write fault"), blockdev.OpWrite)
 	writeAll(t, fs, f, pattern(8, 4096), 0)
 	deadline := time.After(10 * time.Second)
 	for found := false; !found; {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // File extent maps (tfs-format.md §5) and a small set of file blocks.
@@ -121,11 +122,11 @@ func extentKey(fblock uint64) string { return strconv.FormatUint(fblock, 10) }
 
 // extentsTuple returns the file's extents tuple, logging an empty one if
 // the file has none yet.
-func (fs *FS) extentsTuple(n *Node) (*tuple, error) {
-	if et, ok := n.t.attrs["extents"].(*tuple); ok {
+func (fs *FS) extentsTuple(n *Node) (*format.Tuple, error) {
+	if et, ok := n.t.Attrs["extents"].(*format.Tuple); ok {
 		return et, nil
 	}
-	et := newTuple()
+	et := format.NewTuple()
 	if err := fs.logEAV(n.t, "extents", et, false); err != nil {
 		return nil, err
 	}
@@ -145,12 +146,12 @@ func (fs *FS) logNewExtent(n *Node, e *extent) error {
 	if err != nil {
 		return err
 	}
-	xt := newTuple()
-	xt.attrs["offset"] = intOf(e.dblock)
-	xt.attrs["length"] = intOf(e.length)
-	xt.attrs["allocated"] = intOf(e.allocated)
+	xt := format.NewTuple()
+	xt.Attrs["offset"] = format.IntOf(e.dblock)
+	xt.Attrs["length"] = format.IntOf(e.length)
+	xt.Attrs["allocated"] = format.IntOf(e.allocated)
 	if e.uninited {
-		xt.attrs["uninited"] = nullMarker
+		xt.Attrs["uninited"] = format.NullMarker
 	}
 	if err := fs.logEAV(et, extentKey(e.fblock), xt, false); err != nil {
 		return err
@@ -167,13 +168,13 @@ func (fs *FS) logExtentSize(n *Node, e *extent) error {
 		e.logged = e.length
 		return nil
 	}
-	if a, _ := numberOf(e.t.attrs["allocated"]); a != e.allocated {
-		if err := fs.logEAV(e.t, "allocated", intOf(e.allocated), false); err != nil {
+	if a, _ := format.NumberOf(e.t.Attrs["allocated"]); a != e.allocated {
+		if err := fs.logEAV(e.t, "allocated", format.IntOf(e.allocated), false); err != nil {
 			return err
 		}
 	}
-	if l, _ := numberOf(e.t.attrs["length"]); l != e.length {
-		if err := fs.logEAV(e.t, "length", intOf(e.length), false); err != nil {
+	if l, _ := format.NumberOf(e.t.Attrs["length"]); l != e.length {
+		if err := fs.logEAV(e.t, "length", format.IntOf(e.length), false); err != nil {
 			return err
 		}
 	}
@@ -186,7 +187,7 @@ func (fs *FS) logRemoveExtent(n *Node, e *extent) error {
 	if e.t == nil || n.links == 0 {
 		return nil
 	}
-	et, ok := n.t.attrs["extents"].(*tuple)
+	et, ok := n.t.Attrs["extents"].(*format.Tuple)
 	if !ok {
 		return nil
 	}
@@ -261,7 +262,7 @@ func discardRanges(list [][2]uint64) [][2]int64 {
 	slices.SortFunc(sorted, func(a, b [2]uint64) int { return cmp.Compare(a[0], b[0]) })
 	var out [][2]int64
 	for _, r := range sorted {
-		start, end := int64(r[0])*blockSize, int64(r[0]+r[1])*blockSize
+		start, end := int64(r[0])*format.BlockSize, int64(r[0]+r[1])*format.BlockSize
 		if k := len(out) - 1; k >= 0 && out[k][0]+out[k][1] >= start {
 			out[k][1] = max(out[k][1], end-out[k][0])
 			continue

@@ -1,6 +1,10 @@
 package tfs
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/tfsmount/tfsmount/tfs/format"
+)
 
 // fallocate and SEEK_DATA/SEEK_HOLE (tfs-format.md §5.7, notes §6).
 
@@ -80,8 +84,8 @@ func (fs *FS) punch(n *Node, off, length int64) error {
 		fs.mu.Unlock()
 		return err
 	}
-	p0 := (uint64(off) + blockSize - 1) / blockSize
-	p1 := uint64(off+length) / blockSize
+	p0 := (uint64(off) + format.BlockSize - 1) / format.BlockSize
+	p1 := uint64(off+length) / format.BlockSize
 	var err error
 	if p0 < p1 {
 		err = fs.punchBlocksLocked(n, p0, p1)
@@ -98,7 +102,7 @@ func (fs *FS) punch(n *Node, off, length int64) error {
 			return nil
 		}
 		fs.mu.Lock()
-		e := n.extentAt(uint64(from) / blockSize)
+		e := n.extentAt(uint64(from) / format.BlockSize)
 		size := n.size.Load()
 		fs.mu.Unlock()
 		if e == nil || from >= size {
@@ -107,11 +111,11 @@ func (fs *FS) punch(n *Node, off, length int64) error {
 		_, err := fd.Write(make([]byte, min(to, size)-from), from, size)
 		return err
 	}
-	if err := zeroEdge(off, min(off+length, int64(p0)*blockSize)); err != nil {
+	if err := zeroEdge(off, min(off+length, int64(p0)*format.BlockSize)); err != nil {
 		return err
 	}
 	if p1 >= p0 {
-		return zeroEdge(max(off, int64(p1)*blockSize), off+length)
+		return zeroEdge(max(off, int64(p1)*format.BlockSize), off+length)
 	}
 	return nil
 }
@@ -196,7 +200,7 @@ func (fs *FS) Seek(n *Node, off int64, whence int) (int64, error) {
 	}
 	pos := off
 	for pos < size {
-		e := n.extentAt(uint64(pos) / blockSize)
+		e := n.extentAt(uint64(pos) / format.BlockSize)
 		isData := e != nil && !e.uninited
 		if whence == seekData && isData {
 			return pos, nil
@@ -205,15 +209,15 @@ func (fs *FS) Seek(n *Node, off int64, whence int) (int64, error) {
 			return pos, nil
 		}
 		if e != nil {
-			pos = int64(e.end()) * blockSize
+			pos = int64(e.end()) * format.BlockSize
 			continue
 		}
-		i := n.find(uint64(pos) / blockSize)
+		i := n.find(uint64(pos) / format.BlockSize)
 		if i == len(n.exts) {
 			pos = size
 			break
 		}
-		pos = int64(n.exts[i].fblock) * blockSize
+		pos = int64(n.exts[i].fblock) * format.BlockSize
 	}
 	if whence == seekHole {
 		return size, nil

@@ -3,6 +3,8 @@ package tfs
 import (
 	"bytes"
 	"testing"
+
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // FALLOC_FL_ZERO_RANGE: the range reads as zeros and is allocated, the
@@ -60,7 +62,7 @@ func TestZeroRange(t *testing.T) {
 			}
 			if s.allocated {
 				fs.mu.Lock()
-				for b := uint64(s.off) / blockSize; b < uint64(s.off+s.len+blockSize-1)/blockSize; b++ {
+				for b := uint64(s.off) / format.BlockSize; b < uint64(s.off+s.len+format.BlockSize-1)/format.BlockSize; b++ {
 					if f.extentAt(b) == nil {
 						t.Errorf("%s: block %d of the zeroed range has no extent", c.name, b)
 						break

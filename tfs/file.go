@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tfsmount/tfsmount/pagecache"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // Regular file data: reads and writes go through the data cache (the
@@ -256,16 +257,16 @@ func (fs *FS) Write(n *Node, p []byte, off int64) (int, error) {
 // in its last block when the file grows past it, so stale bytes that the
 // block held beyond EOF never become file content.
 func (fs *FS) zeroTail(n *Node, fd fileData, size, upto int64) error {
-	if size%blockSize == 0 {
+	if size%format.BlockSize == 0 {
 		return nil
 	}
 	fs.mu.Lock()
-	e := n.extentAt(uint64(size) / blockSize)
+	e := n.extentAt(uint64(size) / format.BlockSize)
 	fs.mu.Unlock()
 	if e == nil {
 		return nil
 	}
-	z := make([]byte, min(upto, (size+blockSize-1)/blockSize*blockSize)-size)
+	z := make([]byte, min(upto, (size+format.BlockSize-1)/format.BlockSize*format.BlockSize)-size)
 	if _, err := fd.Write(z, size, size); err != nil {
 		return fmt.Errorf("zero the tail of the last block: %w", err)
 	}
@@ -275,12 +276,12 @@ func (fs *FS) zeroTail(n *Node, fd fileData, size, upto int64) error {
 // touchLocked updates mtime (and atime when asked) in memory; the values
 // reach the log at the next flush.
 func (fs *FS) touchLocked(n *Node, modify bool) {
-	now := intOf(timeToTFS(time.Now()))
+	now := format.IntOf(format.Timestamp(time.Now()))
 	if modify {
-		n.t.attrs["mtime"] = now
+		n.t.Attrs["mtime"] = now
 	}
-	if _, ok := n.t.attrs["atime"]; !ok || !modify {
-		n.t.attrs["atime"] = now
+	if _, ok := n.t.Attrs["atime"]; !ok || !modify {
+		n.t.Attrs["atime"] = now
 	}
 	n.timesDirty = true
 	fs.dirty[n] = true
@@ -326,12 +327,12 @@ func (fs *FS) Truncate(n *Node, size int64) error {
 	// Stage the new length before the extents go, so a reader never sees
 	// a length covering removed blocks.
 	if n.links > 0 {
-		if err := fs.logEAV(n.t, "filelength", intOf(uint64(size)), false); err != nil {
+		if err := fs.logEAV(n.t, "filelength", format.IntOf(uint64(size)), false); err != nil {
 			return err
 		}
 		n.loggedSize = size
 	}
-	return fs.cutExtentsLocked(n, (uint64(size)+blockSize-1)/blockSize)
+	return fs.cutExtentsLocked(n, (uint64(size)+format.BlockSize-1)/format.BlockSize)
 }
 
 // cutExtentsLocked removes file blocks from keep onwards.
@@ -394,7 +395,7 @@ func (fs *FS) flushFileLog(n *Node, derr error) error {
 	defer fs.logIO.Unlock()
 	return fs.writeLog(true, derr, func() error {
 		if n.links > 0 && n.size.Load() != n.loggedSize {
-			if err := fs.logEAV(n.t, "filelength", intOf(uint64(n.size.Load())), false); err != nil {
+			if err := fs.logEAV(n.t, "filelength", format.IntOf(uint64(n.size.Load())), false); err != nil {
 				return err
 			}
 			n.loggedSize = n.size.Load()

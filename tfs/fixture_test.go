@@ -14,6 +14,7 @@ import (
 
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // Fixtures made by Nanos' own mkfs (../shared/fixtures/nanos-mkfs relative
@@ -235,7 +236,7 @@ func checkEntries(t *testing.T, fs *FS, entries []expEntry) {
 			name string
 			exp  *expTime
 		}{{"mtime", e.Mtime}, {"atime", e.Atime}} {
-			got, has := n.t.attrs[tm.name]
+			got, has := n.t.Attrs[tm.name]
 			if tm.exp == nil {
 				if has {
 					t.Errorf("%s: %s present, want absent", e.Path, tm.name)
@@ -245,18 +246,18 @@ func checkEntries(t *testing.T, fs *FS, entries []expEntry) {
 			if tm.exp.Raw == nil {
 				continue // set by the FUSE driver in whole seconds, raw not recorded
 			}
-			v, _ := numberOf(got)
+			v, _ := format.NumberOf(got)
 			if v != *tm.exp.Raw {
 				t.Errorf("%s: %s raw %d, want %d", e.Path, tm.name, v, *tm.exp.Raw)
 			}
-			want := tfsToTime(*tm.exp.Raw)
+			want := format.Time(*tm.exp.Raw)
 			at := a.Mtime
 			if tm.name == "atime" {
 				at = a.Atime
 			}
 			// Exact from timespec to raw and back (§4.9); not every raw
 			// value is the image of a timespec.
-			if !at.Equal(want) || !tfsToTime(timeToTFS(at)).Equal(at) {
+			if !at.Equal(want) || !format.Time(format.Timestamp(at)).Equal(at) {
 				t.Errorf("%s: %s %v (raw %d) does not round-trip", e.Path, tm.name, at, *tm.exp.Raw)
 			}
 		}
@@ -278,7 +279,7 @@ func TestFixturesRead(t *testing.T) {
 			if fs.Label() != exp.Label || (exp.UUID != "" && uuidString(fs.UUID()) != exp.UUID) {
 				t.Errorf("label %q uuid %s, want %q %s", fs.Label(), uuidString(fs.UUID()), exp.Label, exp.UUID)
 			}
-			if v := fs.log.exts[0].version; v != exp.TFSVersion {
+			if v := fs.log.Exts[0].Version; v != exp.TFSVersion {
 				t.Errorf("version %d, want %d", v, exp.TFSVersion)
 			}
 			checkEntries(t, fs, exp.Entries)
@@ -296,12 +297,12 @@ func TestFixturesRead(t *testing.T) {
 
 // Block 0 of the worked example (§8.1), byte for byte.
 func TestInitialBlockBytes(t *testing.T) {
-	blk := initialBlock([16]byte{0xc9, 0xc9, 0xe6, 0x03, 0xe5, 0x56, 0xda, 0xc7, 0x5a, 0x67, 0x33, 0x9a, 0x83, 0xf2, 0xc8, 0xb0}, "demo", 1, 1024)
+	blk := format.InitialBlock([16]byte{0xc9, 0xc9, 0xe6, 0x03, 0xe5, 0x56, 0xda, 0xc7, 0x5a, 0x67, 0x33, 0x9a, 0x83, 0xf2, 0xc8, 0xb0}, "demo", 1, 1024)
 	want := strings.ReplaceAll("4e564d54465305 01 c9c9e603e556dac75a67339a83f2c8b0 64656d6f00 05018800 01", " ", "")
 	if h := hex.EncodeToString(blk[:0x22]); h != want {
 		t.Errorf("block 0: %s\nwant      %s", h, want)
 	}
-	if !bytes.Equal(blk[0x22:], make([]byte, blockSize-0x22)) {
+	if !bytes.Equal(blk[0x22:], make([]byte, format.BlockSize-0x22)) {
 		t.Error("block 0 not zero after END_OF_LOG")
 	}
 }

@@ -1,6 +1,10 @@
 package tfs
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/tfsmount/tfsmount/tfs/format"
+)
 
 // Per-file flags (tfs-format.md §4.2; notes §1): exec and readonly are
 // presence flags on a regular file's tuple. They are the only part of a
@@ -27,13 +31,13 @@ func (fs *FS) SetFlags(n *Node, exec, readonly *bool) error {
 		if f.want == nil {
 			continue
 		}
-		_, has := n.t.attrs[f.name]
+		_, has := n.t.Attrs[f.name]
 		if has == *f.want {
 			continue
 		}
-		var v value
+		var v format.Value
 		if *f.want {
-			v = nullMarker
+			v = format.NullMarker
 		}
 		if err := fs.logEAV(n.t, f.name, v, false); err != nil {
 			return fmt.Errorf("set flag %s: %w", f.name, err)

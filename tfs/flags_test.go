@@ -4,6 +4,8 @@ import (
 	"errors"
 	"syscall"
 	"testing"
+
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // SetFlags stores exec and readonly as null-marker attributes, clears
@@ -27,7 +29,7 @@ func TestSetFlagsPersist(t *testing.T) {
 	if a := fs.Getattr(f); !a.Exec || !a.ReadOnly {
 		t.Fatalf("after remount: exec %v readonly %v", a.Exec, a.ReadOnly)
 	}
-	if v := f.t.attrs["exec"]; v != nullMarker {
+	if v := f.t.Attrs["exec"]; v != format.NullMarker {
 		t.Errorf("exec stored as %#v, want the null marker", v)
 	}
 	if a := fs.Getattr(g); !a.Exec || a.ReadOnly {

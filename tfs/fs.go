@@ -12,6 +12,7 @@ import (
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/heap"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // FS is one mounted TFS volume.
@@ -29,10 +30,10 @@ type FS struct {
 	q        *bh.Queue
 	ownQueue bool
 	ro       bool
-	loc      volumeLocation
+	loc      format.VolumeLocation
 	blocks   uint64
 	free     *heap.Ranges
-	log      *logState
+	log      *format.Log
 	w        *logWriter // nil when read-only
 	root     *Node
 	// Inode numbering (ino.go): byIno holds every linked node by number.
@@ -61,7 +62,7 @@ type FS struct {
 	// skipped names the malformed entries of a volume mounted despite
 	// them (read-only), by children tuple: lookups and listings pass
 	// over them.
-	skipped map[*tuple]map[string]bool
+	skipped map[*format.Tuple]map[string]bool
 	// logUsed is the allocator with only the log reserved, kept by a load
 	// for repair, which builds the model again after fixing the graph.
 	logUsed *heap.Ranges
@@ -87,44 +88,42 @@ func load(dev blockdev.Device, opts Options, salvage bool) (*FS, []problem, erro
 	q := opts.Queue
 	fs := &FS{q: q, ro: opts.ReadOnly || dev.ReadOnly(), dirty: map[*Node]bool{},
 		kick: make(chan struct{}, 1), orphanFreed: make(chan struct{})}
-	loc, err := locateVolume(dev, opts.Partition)
+	loc, err := format.LocateVolume(dev, opts.Partition)
 	if err != nil {
 		return nil, nil, err
 	}
 	fs.loc = loc
-	fs.dev = volumeDevice(dev, loc)
-	fs.blocks = uint64(loc.size / blockSize)
+	fs.dev = format.VolumeDevice(dev, loc)
+	fs.blocks = uint64(loc.Size / format.BlockSize)
 	if fs.blocks < 2 {
-		return nil, nil, fmt.Errorf("%s: %d bytes is too small for TFS", loc.what, loc.size)
+		return nil, nil, fmt.Errorf("%s: %d bytes is too small for TFS", loc.What, loc.Size)
 	}
-	fs.log, fs.free, err = readLog(fs.dev, fs.blocks, salvage)
+	fs.log, fs.free, err = format.ReadLog(fs.dev, fs.blocks, salvage)
 	if err != nil && !salvage {
-		return nil, nil, fmt.Errorf("%s: %w (tfsmount fsck --repair ends the log before the first record it cannot read)", loc.what, err)
+		return nil, nil, fmt.Errorf("%s: %w (tfsmount fsck --repair ends the log before the first record it cannot read)", loc.What, err)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", loc.what, err)
+		return nil, nil, fmt.Errorf("%s: %w", loc.What, err)
 	}
-	d := fs.log.dec
+	d := fs.log.Dec
 	var rootErr string
-	var rootT *tuple
-	if len(d.dict) > 1 {
-		rootT, _ = d.dict[1].(*tuple)
-	}
+	var rootT *format.Tuple
+	rootT, _ = d.Object(1).(*format.Tuple)
 	switch {
-	case len(d.dict) < 2:
+	case d.Next() < 2:
 		rootErr = "the log holds no root tuple (index 1 missing)"
 	case rootT == nil:
-		rootErr = fmt.Sprintf("index 1 is a %s, not the root tuple", kindName(d.dict[1]))
+		rootErr = fmt.Sprintf("index 1 is a %s, not the root tuple", format.KindName(d.Object(1)))
 	default:
-		if _, ok := rootT.attrs["children"].(*tuple); !ok {
+		if _, ok := rootT.Attrs["children"].(*format.Tuple); !ok {
 			rootErr = "the root tuple has no children tuple"
 		}
 	}
 	if rootErr != "" {
-		if t := fs.log.torn; t != nil {
-			rootErr += fmt.Sprintf(" (the log was ended at block %d byte %d: %s)", t.at.ext, t.at.pos, t.why)
+		if t := fs.log.Torn; t != nil {
+			rootErr += fmt.Sprintf(" (the log was ended at block %d byte %d: %s)", t.At.Ext, t.At.Pos, t.Why)
 		}
-		return nil, nil, fmt.Errorf("%s: %s", loc.what, rootErr)
+		return nil, nil, fmt.Errorf("%s: %s", loc.What, rootErr)
 	}
 	if salvage {
 		fs.logUsed = fs.free.Clone()
@@ -134,20 +133,20 @@ func load(dev blockdev.Device, opts Options, salvage bool) (*FS, []problem, erro
 
 // buildModel builds the nodes from the tuple graph under rootT, reserving
 // their extents in fs.free, and returns the problems found.
-func (fs *FS) buildModel(rootT *tuple) []problem {
+func (fs *FS) buildModel(rootT *format.Tuple) []problem {
 	fs.skipped = nil
 	b := &builder{fs: fs, used: fs.free}
 	fs.root = b.build(rootT)
-	fs.numberTree(fs.log.dec, b.nodes)
+	fs.numberTree(fs.log.Dec, b.nodes)
 	// References to undefined indices the walk did not meet as entries.
-	for _, m := range fs.log.dec.missing {
-		if v, ok := m.t.attrs[m.name].(missingRef); !ok || v != m.ref || fs.skipped[m.t][m.name] {
+	for _, m := range fs.log.Dec.Missing {
+		if v, ok := m.Tuple.Attrs[m.Name].(format.MissingRef); !ok || v != m.Ref || fs.skipped[m.Tuple][m.Name] {
 			continue
 		}
-		b.add(dropAttr(m.t, m.name), "log", "attribute %q refers to index %d, which the log never defined", m.name, m.ref.idx)
+		b.add(dropAttr(m.Tuple, m.Name), "log", "attribute %q refers to index %d, which the log never defined", m.Name, m.Ref.Idx)
 	}
 	if b.dropped > 0 {
-		b.problems = append(b.problems, problem{Where: fs.loc.what, What: fmt.Sprintf("%d more problems not listed (fsck --repair repairs the first %d; run it again)", b.dropped, maxProblems)})
+		b.problems = append(b.problems, problem{Where: fs.loc.What, What: fmt.Sprintf("%d more problems not listed (fsck --repair repairs the first %d; run it again)", b.dropped, maxProblems)})
 	}
 	return b.problems
 }
@@ -174,15 +173,15 @@ func (fs *FS) start(opts Options, problems []problem) error {
 				msgs = append(msgs, p.String())
 			}
 			return fmt.Errorf("%s: %d malformed entries or extents (%s): mount it read-only (-o ro) to read the rest, or repair it with tfsmount fsck --repair",
-				fs.loc.what, len(problems), strings.Join(msgs, "; "))
+				fs.loc.What, len(problems), strings.Join(msgs, "; "))
 		}
 		if opts.Logf != nil {
 			for i, p := range problems {
 				if i == maxProblemLogs {
-					opts.Logf("%s: and %d more malformed entries or extents (tfsmount fsck lists them)", fs.loc.what, len(problems)-i)
+					opts.Logf("%s: and %d more malformed entries or extents (tfsmount fsck lists them)", fs.loc.What, len(problems)-i)
 					break
 				}
-				opts.Logf("%s: %s: %s (skipped; tfsmount fsck --repair removes it)", fs.loc.what, p.Where, p.What)
+				opts.Logf("%s: %s: %s (skipped; tfsmount fsck --repair removes it)", fs.loc.What, p.Where, p.What)
 			}
 		}
 	}
@@ -197,12 +196,12 @@ func (fs *FS) start(opts Options, problems []problem) error {
 		return nil
 	}
 	fs.w = newLogWriter(fs)
-	if fs.log.torn != nil && !fs.log.dangling {
+	if fs.log.Torn != nil && !fs.log.Dangling {
 		if err := fs.endTornLog(); err != nil {
 			return err
 		}
 	}
-	if fs.log.dangling || fs.log.dec.dupNames {
+	if fs.log.Dangling || fs.log.Dec.DupNames {
 		// tfs-format.md §6.4, §3.3: appending would make the log
 		// unreadable; rebuild it first.
 		if err := fs.compactLocked(); err != nil {
@@ -224,12 +223,12 @@ const maxProblemLogs = 20
 // appends.
 func (fs *FS) endTornLog() error {
 	l := fs.log
-	l.lastBuf[l.endPos] = recEndOfLog
-	blk := l.endPos / blockSize * blockSize
-	if err := blockdev.WriteAtFUA(fs.dev, l.lastBuf[blk:blk+blockSize], logOffset(l.last(), blk)); err != nil {
-		return fmt.Errorf("end the torn log at block %d byte %d: %w", l.last().start, l.endPos, err)
+	l.LastBuf[l.EndPos] = format.RecEndOfLog
+	blk := l.EndPos / format.BlockSize * format.BlockSize
+	if err := blockdev.WriteAtFUA(fs.dev, l.LastBuf[blk:blk+format.BlockSize], logOffset(l.Last(), blk)); err != nil {
+		return fmt.Errorf("end the torn log at block %d byte %d: %w", l.Last().Start, l.EndPos, err)
 	}
-	l.torn = nil
+	l.Torn = nil
 	return nil
 }
 
@@ -240,10 +239,10 @@ func (fs *FS) closeQueue() {
 }
 
 // Label is the volume label.
-func (fs *FS) Label() string { return fs.log.label }
+func (fs *FS) Label() string { return fs.log.Label }
 
 // UUID is the volume UUID.
-func (fs *FS) UUID() [16]byte { return fs.log.uuid }
+func (fs *FS) UUID() [16]byte { return fs.log.UUID }
 
 // Root is the root directory.
 func (fs *FS) Root() *Node { return fs.root }
@@ -254,14 +253,14 @@ func (fs *FS) StatFS() StatFS {
 	defer fs.mu.Unlock()
 	free := fs.free.FreeBlocks() + fs.freeingBlocks
 	free -= min(free, fs.reserved+fs.logReserveShortfall())
-	return StatFS{BlockSize: blockSize, Blocks: fs.blocks, Free: free, NameMax: maxNameLen}
+	return StatFS{BlockSize: format.BlockSize, Blocks: fs.blocks, Free: free, NameMax: maxNameLen}
 }
 
-func (fs *FS) children(dir *Node) (*tuple, error) {
+func (fs *FS) children(dir *Node) (*format.Tuple, error) {
 	if dir.kind != KindDir {
 		return nil, errnoErr("not a directory", errENOTDIR)
 	}
-	c, ok := dir.t.attrs["children"].(*tuple)
+	c, ok := dir.t.Attrs["children"].(*format.Tuple)
 	if !ok {
 		return nil, errnoErr("directory without children", errEIO)
 	}
@@ -274,11 +273,11 @@ func (fs *FS) lookupLocked(dir *Node, name string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, ok := c.attrs[name].(*tuple)
-	if !ok || t.node == nil || fs.skipped[c][name] {
+	n := nodeOf(c.Attrs[name])
+	if n == nil || fs.skipped[c][name] {
 		return nil, nil
 	}
-	return t.node, nil
+	return n, nil
 }
 
 // Lookup finds name in dir.
@@ -313,13 +312,13 @@ func (fs *FS) ReadDir(dir *Node) ([]DirEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]DirEntry, 0, len(c.attrs))
-	for name, v := range c.attrs {
-		t, ok := v.(*tuple)
-		if !ok || t.node == nil || fs.skipped[c][name] {
+	out := make([]DirEntry, 0, len(c.Attrs))
+	for name, v := range c.Attrs {
+		n := nodeOf(v)
+		if n == nil || fs.skipped[c][name] {
 			continue
 		}
-		out = append(out, DirEntry{Name: name, Kind: t.node.kind, Ino: t.node.ino, Node: t.node})
+		out = append(out, DirEntry{Name: name, Kind: n.kind, Ino: n.ino, Node: n})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -351,7 +350,7 @@ func (fs *FS) Readlink(n *Node) (string, error) {
 	if n.kind != KindSymlink {
 		return "", errnoErr("not a symlink", errEINVAL)
 	}
-	s, ok := textOf(n.t.attrs["linktarget"])
+	s, ok := format.TextOf(n.t.Attrs["linktarget"])
 	if !ok {
 		return "", errnoErr("linktarget is not a string", errEIO)
 	}

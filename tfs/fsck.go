@@ -6,6 +6,7 @@ import (
 
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // FsckProblem is one inconsistency: where it is and what is wrong.
@@ -51,15 +52,15 @@ func (r *FsckReport) String() string {
 // or read at all is an error; everything wrong inside it is a problem in
 // the report.
 func Fsck(dev blockdev.Device, opts Options) (*FsckReport, error) {
-	loc, err := locateVolume(dev, opts.Partition)
+	loc, err := format.LocateVolume(dev, opts.Partition)
 	if err != nil {
 		return nil, err
 	}
-	r := &FsckReport{Volume: loc.what, TotalBlocks: uint64(loc.size / blockSize)}
+	r := &FsckReport{Volume: loc.What, TotalBlocks: uint64(loc.Size / format.BlockSize)}
 	opts.ReadOnly = true
 	fs, problems, err := load(dev, opts, false)
 	if err != nil {
-		r.Problems = append(r.Problems, FsckProblem{Where: loc.what, What: err.Error()})
+		r.Problems = append(r.Problems, FsckProblem{Where: loc.What, What: err.Error()})
 		return r, nil
 	}
 	for _, p := range fs.check(problems) {
@@ -72,13 +73,13 @@ func Fsck(dev blockdev.Device, opts Options) (*FsckReport, error) {
 // check lists every problem of a loaded volume: the model's, the log's
 // state, the allocator's and the link counts.
 func (fs *FS) check(problems []problem) []problem {
-	if t := fs.log.torn; t != nil {
-		problems = append(problems, problem{Where: "log", What: fmt.Sprintf("a crash left a torn tail at block %d byte %d (%s); the log ends there (a writable mount or fsck --repair writes the end)", t.at.ext, t.at.pos, t.why)})
+	if t := fs.log.Torn; t != nil {
+		problems = append(problems, problem{Where: "log", What: fmt.Sprintf("a crash left a torn tail at block %d byte %d (%s); the log ends there (a writable mount or fsck --repair writes the end)", t.At.Ext, t.At.Pos, t.Why)})
 	}
-	if fs.log.dangling {
+	if fs.log.Dangling {
 		problems = append(problems, problem{Where: "log", What: "ends inside an incomplete value (a torn write across extensions); a writable mount rebuilds the log"})
 	}
-	if fs.log.dec.dupNames {
+	if fs.log.Dec.DupNames {
 		problems = append(problems, problem{Where: "log", What: "a name is written immediately more than once; Nanos would append colliding indices; a writable mount rebuilds the log"})
 	}
 	if err := fs.free.Check(); err != nil {
@@ -90,11 +91,11 @@ func (fs *FS) check(problems []problem) []problem {
 		if n.kind != KindFile {
 			return
 		}
-		if v, ok := n.t.attrs["nlink"]; ok {
-			if l, ok := numberOf(v); !ok || l != uint64(n.links) {
+		if v, ok := n.t.Attrs["nlink"]; ok {
+			if l, ok := format.NumberOf(v); !ok || l != uint64(n.links) {
 				t, links := n.t, n.links
 				problems = append(problems, problem{Where: path, What: fmt.Sprintf("nlink is %s but %d directory entries refer to it", describeValue(v), n.links),
-					fix: func() { t.attrs["nlink"] = intOf(uint64(links)) }})
+					fix: func() { t.Attrs["nlink"] = format.IntOf(uint64(links)) }})
 			}
 		}
 	})
@@ -103,10 +104,10 @@ func (fs *FS) check(problems []problem) []problem {
 
 // count fills the report's counts over the tree reachable from the root.
 func (fs *FS) count(r *FsckReport) {
-	r.Label, r.UUID = fs.log.label, fs.log.uuid
-	r.Records = fs.log.records
-	for _, e := range fs.log.exts {
-		r.LogBlocks += e.nblocks
+	r.Label, r.UUID = fs.log.Label, fs.log.UUID
+	r.Records = fs.log.Records
+	for _, e := range fs.log.Exts {
+		r.LogBlocks += e.NBlocks
 	}
 	r.FreeBlocks = fs.free.FreeBlocks()
 	fs.walk(func(path string, n *Node) {
@@ -147,10 +148,10 @@ func (fs *FS) walk(f func(path string, n *Node)) {
 		if it.n.kind != KindDir {
 			continue
 		}
-		c, _ := it.n.t.attrs["children"].(*tuple)
-		for name, v := range c.attrs {
-			if ct, ok := v.(*tuple); ok && ct.node != nil && !fs.skipped[c][name] {
-				stack = append(stack, item{strings.TrimSuffix(it.path, "/") + "/" + name, ct.node})
+		c, _ := it.n.t.Attrs["children"].(*format.Tuple)
+		for name, v := range c.Attrs {
+			if ct, ok := v.(*format.Tuple); ok && nodeOf(ct) != nil && !fs.skipped[c][name] {
+				stack = append(stack, item{strings.TrimSuffix(it.path, "/") + "/" + name, nodeOf(ct)})
 			}
 		}
 	}
@@ -181,8 +182,8 @@ func Repair(dev blockdev.Device, opts Options) ([]string, *FsckReport, error) {
 		return nil, nil, fmt.Errorf("cannot repair: %w", err)
 	}
 	var changes []string
-	if t := fs.log.torn; t != nil {
-		changes = append(changes, fmt.Sprintf("log: ended at block %d byte %d: %s", t.at.ext, t.at.pos, t.why))
+	if t := fs.log.Torn; t != nil {
+		changes = append(changes, fmt.Sprintf("log: ended at block %d byte %d: %s", t.At.Ext, t.At.Pos, t.Why))
 	}
 	fixed := 0
 	for _, p := range fs.check(problems) {
@@ -197,14 +198,14 @@ func Repair(dev blockdev.Device, opts Options) ([]string, *FsckReport, error) {
 		// the kept entries reference is reserved before the new log is
 		// placed.
 		for _, n := range fs.byIno {
-			n.t.node = nil
+			n.t.Owner = nil
 		}
 		fs.free = fs.logUsed.Clone()
 		for _, p := range fs.buildModel(fs.root.t) {
 			changes = append(changes, fmt.Sprintf("%s: %s: left (run fsck --repair again)", p.Where, p.What))
 		}
 	}
-	if len(changes) > 0 || fs.log.dangling || fs.log.dec.dupNames {
+	if len(changes) > 0 || fs.log.Dangling || fs.log.Dec.DupNames {
 		if len(changes) == 0 {
 			changes = append(changes, "log: rewritten (it ended inside a value, or repeated a name)")
 		}

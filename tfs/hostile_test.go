@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/tfs/format"
+	"github.com/tfsmount/tfsmount/tfs/format/formattest"
 )
 
 // The hostile-image checklist of tfs-format.md §7.3: every case must give
@@ -13,60 +15,15 @@ import (
 
 const hostileBlocks = 4096
 
-// record frames one complete value as TUPLE_AVAILABLE.
-func record(v []byte) []byte {
-	b := []byte{recAvailable}
-	b = putVarint(b, uint64(len(v)))
-	b = putVarint(b, uint64(len(v)))
-	return append(b, v...)
-}
-
-// image builds a volume: block 0 links to an extension of extLen blocks at
-// block 1 whose records follow its header.
+// image builds a volume of hostileBlocks blocks: block 0 links to an
+// extension of extLen blocks at block 1 whose records follow its header.
 func image(extLen uint64, headerLen uint64, records ...[]byte) []byte {
-	img := make([]byte, hostileBlocks*blockSize)
-	copy(img, initialBlock([16]byte{1}, "h", 1, extLen))
-	b := append(img[blockSize:blockSize], extensionHeader(headerLen)...)
-	for _, r := range records {
-		b = append(b, r...)
-	}
-	_ = b
-	return img
+	return formattest.Image(hostileBlocks, extLen, headerLen, records...)
 }
-
-func encodeRoot(root *tuple) []byte {
-	return newEncoder().value(nil, root, map[any]bool{}, false)
-}
-
-func dirT(kids map[string]*tuple) *tuple {
-	c := newTuple()
-	for k, v := range kids {
-		c.attrs[k] = v
-	}
-	t := newTuple()
-	t.attrs["children"] = c
-	return t
-}
-
-func fileT(extents map[string][3]uint64) *tuple {
-	t := newTuple()
-	et := newTuple()
-	for k, x := range extents {
-		e := newTuple()
-		e.attrs["offset"] = intOf(x[0])
-		e.attrs["length"] = intOf(x[1])
-		e.attrs["allocated"] = intOf(x[2])
-		et.attrs[k] = e
-	}
-	t.attrs["extents"] = et
-	return t
-}
-
-var goodRoot = encodeRoot(dirT(nil))
 
 func TestHostileImages(t *testing.T) {
 	deep := []byte{}
-	for i := 0; i < maxDepth+10; i++ {
+	for i := 0; i < format.MaxDepth+10; i++ {
 		deep = append(deep, 0x91, 0x81, 'a')
 	}
 	deep = append(deep, 0x90)
@@ -76,47 +33,47 @@ func TestHostileImages(t *testing.T) {
 		img  []byte
 		want string
 	}{
-		{"varint over 10 bytes", image(1024, 1024, []byte{recAvailable, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1}), "overflows 64 bits"},
-		{"huge total", image(1024, 1024, []byte{recAvailable, 0x90, 0x80, 0x80, 0x80, 0x80, 0x00, 1, 0x90}), "larger than the volume"},
-		{"available past extension", image(1, 1, []byte{recAvailable, 0x87, 0x04, 0x87, 0x04}), "exceeds the"},
-		{"extended past extension", image(1, 1, []byte{recAvailable, 0x87, 0x04, 2, 0x91, 0x80, recExtended, 0x87, 0x04}), "TUPLE_EXTENDED of 900 bytes exceeds the"},
-		{"extended without value", image(1024, 1024, record(goodRoot), []byte{recExtended, 1, 0}), "without a value in progress"},
-		{"extended beyond total", image(1024, 1024, []byte{recAvailable, 4, 2, 0x91, 0x80, recExtended, 5, 1, 2, 3, 4, 5}), "still needs"},
-		{"available while pending", image(1024, 1024, []byte{recAvailable, 4, 2, 0x91, 0x80}, record(goodRoot)), "is incomplete"},
-		{"chunk above total", image(1024, 1024, []byte{recAvailable, 1, 2, 0x90, 0x90}), "exceeds its total"},
-		{"link zero length", image(1024, 1024, record(goodRoot), []byte{recLink, 10, 0}), "zero length"},
-		{"link past end", image(1024, 1024, record(goodRoot), []byte{recLink, 0x81, 0x9f, 0x7f, 10}), "past the volume end"},
-		{"link to block 0", image(1024, 1024, record(goodRoot), []byte{recLink, 0, 1}), "overlaps the log"},
-		{"link cycle", image(1024, 1024, record(goodRoot), []byte{recLink, 1, 0x88, 0}), "overlaps the log"},
-		{"header size mismatch", image(1024, 7, record(goodRoot), []byte{recEndOfLog}), "header says 7 blocks, but the link gave 1024"},
+		{"varint over 10 bytes", image(1024, 1024, []byte{format.RecAvailable, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1}), "overflows 64 bits"},
+		{"huge total", image(1024, 1024, []byte{format.RecAvailable, 0x90, 0x80, 0x80, 0x80, 0x80, 0x00, 1, 0x90}), "larger than the volume"},
+		{"available past extension", image(1, 1, []byte{format.RecAvailable, 0x87, 0x04, 0x87, 0x04}), "exceeds the"},
+		{"extended past extension", image(1, 1, []byte{format.RecAvailable, 0x87, 0x04, 2, 0x91, 0x80, format.RecExtended, 0x87, 0x04}), "TUPLE_EXTENDED of 900 bytes exceeds the"},
+		{"extended without value", image(1024, 1024, formattest.Record(formattest.EmptyRoot), []byte{format.RecExtended, 1, 0}), "without a value in progress"},
+		{"extended beyond total", image(1024, 1024, []byte{format.RecAvailable, 4, 2, 0x91, 0x80, format.RecExtended, 5, 1, 2, 3, 4, 5}), "still needs"},
+		{"available while pending", image(1024, 1024, []byte{format.RecAvailable, 4, 2, 0x91, 0x80}, formattest.Record(formattest.EmptyRoot)), "is incomplete"},
+		{"chunk above total", image(1024, 1024, []byte{format.RecAvailable, 1, 2, 0x90, 0x90}), "exceeds its total"},
+		{"link zero length", image(1024, 1024, formattest.Record(formattest.EmptyRoot), []byte{format.RecLink, 10, 0}), "zero length"},
+		{"link past end", image(1024, 1024, formattest.Record(formattest.EmptyRoot), []byte{format.RecLink, 0x81, 0x9f, 0x7f, 10}), "past the volume end"},
+		{"link to block 0", image(1024, 1024, formattest.Record(formattest.EmptyRoot), []byte{format.RecLink, 0, 1}), "overlaps the log"},
+		{"link cycle", image(1024, 1024, formattest.Record(formattest.EmptyRoot), []byte{format.RecLink, 1, 0x88, 0}), "overlaps the log"},
+		{"header size mismatch", image(1024, 7, formattest.Record(formattest.EmptyRoot), []byte{format.RecEndOfLog}), "header says 7 blocks, but the link gave 1024"},
 		{"bad version", func() []byte {
-			i := image(1024, 1024, record(goodRoot), []byte{recEndOfLog})
-			i[blockSize+6] = 6
+			i := image(1024, 1024, formattest.Record(formattest.EmptyRoot), []byte{format.RecEndOfLog})
+			i[format.BlockSize+6] = 6
 			return i
 		}(), "version 6"},
 		{"bad magic", func() []byte {
-			i := image(1024, 1024, record(goodRoot), []byte{recEndOfLog})
-			i[blockSize] = 'X'
+			i := image(1024, 1024, formattest.Record(formattest.EmptyRoot), []byte{format.RecEndOfLog})
+			i[format.BlockSize] = 'X'
 			return i
 		}(), "bad magic"},
 		{"missing END_OF_LOG", func() []byte {
-			i := image(1, 1, record(goodRoot))
-			for k := blockSize + len(extensionHeader(1)) + len(record(goodRoot)); k < 2*blockSize; k++ {
-				i[k] = recEndOfSegment
+			i := image(1, 1, formattest.Record(formattest.EmptyRoot))
+			for k := format.BlockSize + len(format.ExtensionHeader(1)) + len(formattest.Record(formattest.EmptyRoot)); k < 2*format.BlockSize; k++ {
+				i[k] = format.RecEndOfSegment
 			}
 			return i
 		}(), "without END_OF_LOG"},
-		{"unknown record", image(1024, 1024, record(goodRoot), []byte{0x09}), "unknown record type 0x09"},
-		{"entry count bomb", image(1024, 1024, record([]byte{0x9f, 0xff, 0xff, 0x7f})), "claims"},
-		{"undefined index", image(1024, 1024, record(goodRoot), record([]byte{0x11, 0x50, 0x81, 'a', 0x90})), "undefined index 80"},
-		{"name refers to tuple", image(1024, 1024, record(goodRoot), record([]byte{0x11, 0x01, 0x01, 0x90})), "not a symbol"},
-		{"tuple refers to symbol", image(1024, 1024, record(goodRoot), record([]byte{0x11, 0x02, 0x81, 'a', 0x90})), "a symbol"},
-		{"integer reference", image(1024, 1024, record(goodRoot), record([]byte{0x11, 0x01, 0x81, 'a', 0x30, 5})), "reference flag"},
-		{"unknown type", image(1024, 1024, record(goodRoot), record([]byte{0x11, 0x01, 0x81, 'a', 0xd0})), "unknown type 5"},
-		{"deep nesting", image(1024, 1024, record(deep)), "nested deeper"},
-		{"trailing bytes", image(1024, 1024, record(append(append([]byte{}, goodRoot...), 0x90))), "value ends at byte"},
-		{"root not a tuple", image(1024, 1024, record([]byte{0xc1, 'x'})), "immediate tuple"},
-		{"root without children", image(1024, 1024, record([]byte{0x90}), []byte{recEndOfLog}), "no children tuple"},
+		{"unknown record", image(1024, 1024, formattest.Record(formattest.EmptyRoot), []byte{0x09}), "unknown record type 0x09"},
+		{"entry count bomb", image(1024, 1024, formattest.Record([]byte{0x9f, 0xff, 0xff, 0x7f})), "claims"},
+		{"undefined index", image(1024, 1024, formattest.Record(formattest.EmptyRoot), formattest.Record([]byte{0x11, 0x50, 0x81, 'a', 0x90})), "undefined index 80"},
+		{"name refers to tuple", image(1024, 1024, formattest.Record(formattest.EmptyRoot), formattest.Record([]byte{0x11, 0x01, 0x01, 0x90})), "not a symbol"},
+		{"tuple refers to symbol", image(1024, 1024, formattest.Record(formattest.EmptyRoot), formattest.Record([]byte{0x11, 0x02, 0x81, 'a', 0x90})), "a symbol"},
+		{"integer reference", image(1024, 1024, formattest.Record(formattest.EmptyRoot), formattest.Record([]byte{0x11, 0x01, 0x81, 'a', 0x30, 5})), "reference flag"},
+		{"unknown type", image(1024, 1024, formattest.Record(formattest.EmptyRoot), formattest.Record([]byte{0x11, 0x01, 0x81, 'a', 0xd0})), "unknown type 5"},
+		{"deep nesting", image(1024, 1024, formattest.Record(deep)), "nested deeper"},
+		{"trailing bytes", image(1024, 1024, formattest.Record(append(append([]byte{}, formattest.EmptyRoot...), 0x90))), "value ends at byte"},
+		{"root not a tuple", image(1024, 1024, formattest.Record([]byte{0xc1, 'x'})), "immediate tuple"},
+		{"root without children", image(1024, 1024, formattest.Record([]byte{0x90}), []byte{format.RecEndOfLog}), "no children tuple"},
 	}
 	q := testQueue(t)
 	for _, c := range cases {
@@ -137,23 +94,23 @@ func TestHostileImages(t *testing.T) {
 // malformed-entry image also holds, at block goodBlock.
 const goodBlock = 3500
 
-var goodData = pattern(99, 2*blockSize)
+var goodData = pattern(99, 2*format.BlockSize)
 
 // entryImage is a volume whose root holds kids, the good file "ok", and
 // then the extra records.
-func entryImage(kids map[string]*tuple, extra ...[]byte) []byte {
-	all := map[string]*tuple{"ok": func() *tuple {
-		f := fileT(map[string][3]uint64{"0": {goodBlock, 2, 2}})
-		f.attrs["filelength"] = intOf(uint64(len(goodData)))
+func entryImage(kids map[string]*format.Tuple, extra ...[]byte) []byte {
+	all := map[string]*format.Tuple{"ok": func() *format.Tuple {
+		f := formattest.File(map[string][3]uint64{"0": {goodBlock, 2, 2}})
+		f.Attrs["filelength"] = format.IntOf(uint64(len(goodData)))
 		return f
 	}()}
 	for k, v := range kids {
 		all[k] = v
 	}
-	recs := append([][]byte{record(encodeRoot(dirT(all)))}, extra...)
-	recs = append(recs, []byte{recEndOfLog})
+	recs := append([][]byte{formattest.Record(formattest.EncodeRoot(formattest.Dir(all)))}, extra...)
+	recs = append(recs, []byte{format.RecEndOfLog})
 	img := image(1024, 1024, recs...)
-	copy(img[goodBlock*blockSize:], goodData)
+	copy(img[goodBlock*format.BlockSize:], goodData)
 	return img
 }
 
@@ -163,46 +120,50 @@ func entryImage(kids map[string]*tuple, extra ...[]byte) []byte {
 // fails fsck with the problem named, and fsck --repair leaves it clean with
 // the good file intact.
 func TestMalformedEntries(t *testing.T) {
-	cyc := dirT(nil)
-	cyc.attrs["children"].(*tuple).attrs["self"] = cyc
-	twoParents := dirT(nil)
-	both := fileT(nil)
-	both.attrs["children"] = newTuple()
-	badExt := fileT(nil)
-	badExt.attrs["extents"].(*tuple).attrs["0"] = func() *tuple {
-		x := newTuple()
-		x.attrs["offset"] = strOf("abc")
-		x.attrs["length"] = intOf(1)
-		x.attrs["allocated"] = intOf(1)
+	cyc := formattest.Dir(nil)
+	cyc.Attrs["children"].(*format.Tuple).Attrs["self"] = cyc
+	twoParents := formattest.Dir(nil)
+	both := formattest.File(nil)
+	both.Attrs["children"] = format.NewTuple()
+	badExt := formattest.File(nil)
+	badExt.Attrs["extents"].(*format.Tuple).Attrs["0"] = func() *format.Tuple {
+		x := format.NewTuple()
+		x.Attrs["offset"] = format.StrOf("abc")
+		x.Attrs["length"] = format.IntOf(1)
+		x.Attrs["allocated"] = format.IntOf(1)
 		return x
 	}()
-	noTarget := newTuple()
-	noTarget.attrs["linktarget"] = newTuple()
+	noTarget := format.NewTuple()
+	noTarget.Attrs["linktarget"] = format.NewTuple()
 	cases := []struct {
 		name string
 		img  []byte
 		want string
 		gone []string // entries that must not be shown read-only
 	}{
-		{"directory cycle", entryImage(map[string]*tuple{"a": cyc}), "another place", []string{"/a/self"}},
-		{"directory with two parents", entryImage(map[string]*tuple{"a": twoParents, "b": twoParents}), "another place", []string{"/b"}},
-		{"root as child", entryImage(nil, record([]byte{0x11, 0x03, 0x81, 'r', 0x10, 0x01})), "another place", []string{"/r"}},
-		{"bad names", entryImage(map[string]*tuple{".": fileT(nil), "x/../../../etc/escaped": fileT(nil), "\xff": fileT(nil)}), "entry skipped", nil},
-		{"entry not a node", entryImage(nil, record([]byte{0x11, 0x03, 0x81, 'n', 0xc1, '7'})), "not a node", []string{"/n"}},
-		{"reference to a missing node", entryImage(nil, record([]byte{0x11, 0x03, 0x81, 'm', 0x10, 0x50})), "never defined", []string{"/m"}},
-		{"attribute refers to a missing node", entryImage(nil, record([]byte{0x11, 0x01, 0x84, 'c', 'o', 'n', 'f', 0x10, 0x50})), "never defined", nil},
-		{"symlink without target", entryImage(map[string]*tuple{"l": noTarget}), "linktarget", []string{"/l"}},
-		{"dir and file", entryImage(map[string]*tuple{"x": both}), "both children and extents", nil},
-		{"extent not numeric", entryImage(map[string]*tuple{"f": badExt}), "offset is missing or not a number", nil},
-		{"extent key", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"x": {3000, 1, 1}})}), "not a decimal", nil},
-		{"length above allocated", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 2, 1}})}), "exceeds allocated", nil},
-		{"zero length", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 0, 1}})}), "is zero", nil},
-		{"extent outside volume", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {hostileBlocks - 1, 2, 2}})}), "outside the volume", nil},
-		{"extent over log", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {5, 2, 2}})}), "overlap the log", nil},
-		{"extents cross-linked", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 2, 2}}), "g": fileT(map[string][3]uint64{"0": {3001, 2, 2}})}), "overlap the log or another extent", nil},
-		{"extents overlap in file", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"0": {3000, 4, 4}, "2": {3100, 4, 4}})}), "overlap", nil},
-		{"extent arithmetic overflow", entryImage(map[string]*tuple{"f": fileT(map[string][3]uint64{"18446744073709551615": {3000, 4, 4}})}), "overflow", nil},
-		{"bad filelength", entryImage(map[string]*tuple{"f": func() *tuple { f := fileT(nil); f.attrs["filelength"] = strOf("many"); return f }()}), "filelength", nil},
+		{"directory cycle", entryImage(map[string]*format.Tuple{"a": cyc}), "another place", []string{"/a/self"}},
+		{"directory with two parents", entryImage(map[string]*format.Tuple{"a": twoParents, "b": twoParents}), "another place", []string{"/b"}},
+		{"root as child", entryImage(nil, formattest.Record([]byte{0x11, 0x03, 0x81, 'r', 0x10, 0x01})), "another place", []string{"/r"}},
+		{"bad names", entryImage(map[string]*format.Tuple{".": formattest.File(nil), "x/../../../etc/escaped": formattest.File(nil), "\xff": formattest.File(nil)}), "entry skipped", nil},
+		{"entry not a node", entryImage(nil, formattest.Record([]byte{0x11, 0x03, 0x81, 'n', 0xc1, '7'})), "not a node", []string{"/n"}},
+		{"reference to a missing node", entryImage(nil, formattest.Record([]byte{0x11, 0x03, 0x81, 'm', 0x10, 0x50})), "never defined", []string{"/m"}},
+		{"attribute refers to a missing node", entryImage(nil, formattest.Record([]byte{0x11, 0x01, 0x84, 'c', 'o', 'n', 'f', 0x10, 0x50})), "never defined", nil},
+		{"symlink without target", entryImage(map[string]*format.Tuple{"l": noTarget}), "linktarget", []string{"/l"}},
+		{"dir and file", entryImage(map[string]*format.Tuple{"x": both}), "both children and extents", nil},
+		{"extent not numeric", entryImage(map[string]*format.Tuple{"f": badExt}), "offset is missing or not a number", nil},
+		{"extent key", entryImage(map[string]*format.Tuple{"f": formattest.File(map[string][3]uint64{"x": {3000, 1, 1}})}), "not a decimal", nil},
+		{"length above allocated", entryImage(map[string]*format.Tuple{"f": formattest.File(map[string][3]uint64{"0": {3000, 2, 1}})}), "exceeds allocated", nil},
+		{"zero length", entryImage(map[string]*format.Tuple{"f": formattest.File(map[string][3]uint64{"0": {3000, 0, 1}})}), "is zero", nil},
+		{"extent outside volume", entryImage(map[string]*format.Tuple{"f": formattest.File(map[string][3]uint64{"0": {hostileBlocks - 1, 2, 2}})}), "outside the volume", nil},
+		{"extent over log", entryImage(map[string]*format.Tuple{"f": formattest.File(map[string][3]uint64{"0": {5, 2, 2}})}), "overlap the log", nil},
+		{"extents cross-linked", entryImage(map[string]*format.Tuple{"f": formattest.File(map[string][3]uint64{"0": {3000, 2, 2}}), "g": formattest.File(map[string][3]uint64{"0": {3001, 2, 2}})}), "overlap the log or another extent", nil},
+		{"extents overlap in file", entryImage(map[string]*format.Tuple{"f": formattest.File(map[string][3]uint64{"0": {3000, 4, 4}, "2": {3100, 4, 4}})}), "overlap", nil},
+		{"extent arithmetic overflow", entryImage(map[string]*format.Tuple{"f": formattest.File(map[string][3]uint64{"18446744073709551615": {3000, 4, 4}})}), "overflow", nil},
+		{"bad filelength", entryImage(map[string]*format.Tuple{"f": func() *format.Tuple {
+			f := formattest.File(nil)
+			f.Attrs["filelength"] = format.StrOf("many")
+			return f
+		}()}), "filelength", nil},
 	}
 	q := testQueue(t)
 	for _, c := range cases {
@@ -252,13 +213,13 @@ func TestHostileAccepted(t *testing.T) {
 	q := testQueue(t)
 	// Records after a link are ignored; records in block 0 are accepted;
 	// END_OF_SEGMENT is skipped.
-	img := make([]byte, hostileBlocks*blockSize)
-	b := append(img[:0], initialBlock([16]byte{2}, "b0", 0, 0)[:len(magic)+2+16+3]...)
-	b = append(b, recEndOfSegment)
-	b = append(b, record(goodRoot)...)
-	b = append(b, recLink, 1, 0x88, 0, 0x09, 0x09)
+	img := make([]byte, hostileBlocks*format.BlockSize)
+	b := append(img[:0], format.InitialBlock([16]byte{2}, "b0", 0, 0)[:len(format.Magic)+2+16+3]...)
+	b = append(b, format.RecEndOfSegment)
+	b = append(b, formattest.Record(formattest.EmptyRoot)...)
+	b = append(b, format.RecLink, 1, 0x88, 0, 0x09, 0x09)
 	_ = b
-	copy(img[blockSize:], append(extensionHeader(1024), recEndOfSegment, recEndOfLog))
+	copy(img[format.BlockSize:], append(format.ExtensionHeader(1024), format.RecEndOfSegment, format.RecEndOfLog))
 	fs, err := Mount(blockdev.NewMemoryFrom(q, img, true), Options{Queue: q})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // Inode numbers and generations.
@@ -33,8 +35,6 @@ import (
 // of every linked node to that node and nothing else; no two nodes ever
 // share a number during a mount.
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // spareInoBase starts the numbers of nodes whose tuple the log could not
 // index; they are never stable across mounts.
 const spareInoBase = 1 << 62
@@ -44,18 +44,18 @@ const spareInoBase = 1 << 62
 func genOf(sum uint32, base uint64) uint32 {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], base)
-	return crc32.Update(sum, castagnoli, b[:])
+	return crc32.Update(sum, format.Castagnoli, b[:])
 }
 
 // numberTree gives every node built from the log (nodes of them) its
 // dictionary index.
-func (fs *FS) numberTree(d *decoder, nodes int) {
+func (fs *FS) numberTree(d *format.Decoder, nodes int) {
 	fs.byIno = make(map[uint64]*Node, nodes)
-	fs.gen = genOf(fs.log.firstSum, 0)
+	fs.gen = genOf(fs.log.FirstSum, 0)
 	fs.spareIno = spareInoBase
-	for i := 1; i < len(d.dict); i++ {
-		if t, ok := d.dict[i].(*tuple); ok && t.node != nil && t.node.ino == 0 {
-			fs.numberNode(t.node, uint64(i))
+	for i := uint64(1); i < d.Next(); i++ {
+		if n := nodeOf(d.Object(i)); n != nil && n.ino == 0 {
+			fs.numberNode(n, i)
 		}
 	}
 }
@@ -80,7 +80,7 @@ func (fs *FS) numberNode(n *Node, index uint64) {
 func (fs *FS) setIno(n *Node) {
 	var index uint64
 	if fs.w != nil {
-		index = fs.w.enc.objs[n.t]
+		index = fs.w.enc.Index(n.t)
 	}
 	fs.numberNode(n, index)
 }
@@ -96,8 +96,8 @@ func (fs *FS) forgetIno(n *Node) {
 // renumberAfterCompaction moves the numbering of new nodes past every
 // index old gave out; newSum is the new log's firstSum. Caller holds mu.
 func (fs *FS) renumberAfterCompaction(old *logWriter, newSum uint32) {
-	fs.inoBase += old.enc.next
-	fs.log.firstSum = newSum
+	fs.inoBase += old.enc.Next()
+	fs.log.FirstSum = newSum
 	fs.gen = genOf(newSum, fs.inoBase)
 }
 
@@ -130,7 +130,7 @@ func (fs *FS) Parent(dir *Node) (*Node, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	for name, v := range c.attrs {
+	for name, v := range c.Attrs {
 		if v == dir.t {
 			return p, name, nil
 		}

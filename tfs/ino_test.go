@@ -108,15 +108,15 @@ func TestInoStableAcrossRemount(t *testing.T) {
 		}
 	}
 	checkInvariants(t, fs)
-	sum := fs.log.firstSum
+	sum := fs.log.FirstSum
 	must(t, fs.Close())
 
 	// After a compaction every old handle is stale, never another file's.
 	fs = mountMem(t, dev, Options{})
 	defer fs.Close()
 	checkInvariants(t, fs)
-	if fs.log.firstSum != sum {
-		t.Fatalf("log generation checksum %08x after remount, %08x when compacted", fs.log.firstSum, sum)
+	if fs.log.FirstSum != sum {
+		t.Fatalf("log generation checksum %08x after remount, %08x when compacted", fs.log.FirstSum, sum)
 	}
 	old := map[handle]string{handle{na.Ino, na.Gen}: "/new"}
 	for path, h := range live {

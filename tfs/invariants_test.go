@@ -3,6 +3,8 @@ package tfs
 import (
 	"fmt"
 	"testing"
+
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // checkInvariants verifies what the model promises (see the comments on
@@ -25,17 +27,17 @@ func checkInvariants(t testing.TB, fs *FS) {
 		}
 		seen[n] = true
 		if n.kind == KindDir {
-			c := n.t.attrs["children"].(*tuple)
+			c := n.t.Attrs["children"].(*format.Tuple)
 			subdirs := 0
-			for name, v := range c.attrs {
-				ct := v.(*tuple)
-				if ct.node.kind == KindDir {
+			for name, v := range c.Attrs {
+				ct := v.(*format.Tuple)
+				if nodeOf(ct).kind == KindDir {
 					subdirs++
-					if ct.node.parent != n {
+					if nodeOf(ct).parent != n {
 						return fmt.Errorf("%s%s: parent pointer wrong", path, name)
 					}
 				}
-				if err := walk(path+name+"/", ct.node); err != nil {
+				if err := walk(path+name+"/", nodeOf(ct)); err != nil {
 					return err
 				}
 			}

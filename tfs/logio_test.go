@@ -158,8 +158,8 @@ func TestLogWriteFailsWhileStaging(t *testing.T) {
 	}
 	fs = mountMem(t, mem, Options{Queue: q})
 	defer fs.Close()
-	if len(fs.log.exts) < 3 {
-		t.Fatalf("log has %d extensions; the test wants the staging to cross into new ones", len(fs.log.exts))
+	if len(fs.log.Exts) < 3 {
+		t.Fatalf("log has %d extensions; the test wants the staging to cross into new ones", len(fs.log.Exts))
 	}
 	ents, err := fs.ReadDir(mk(t)(fs.Resolve("/d")))
 	must(t, err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // Appending to the log the way Nanos does (tfs-format.md §2.5, §2.7, §2.8).
@@ -25,7 +26,7 @@ const (
 // extWrite is a byte range of an extension image waiting to be written:
 // image bytes [from, to), with buf holding the image from byte base on.
 type extWrite struct {
-	ext      extension
+	ext      format.Extension
 	buf      []byte
 	base     int
 	from, to int
@@ -39,14 +40,14 @@ type extWrite struct {
 // their link) still to be written.
 type logWriter struct {
 	fs        *FS
-	enc       *encoder
-	ext       extension
+	enc       *format.Encoder
+	ext       format.Extension
 	buf       []byte
 	used      int
 	dirtyFrom int // -1: nothing staged in buf
 	done      []extWrite
-	chain     []extension // the log's extensions in order, block 0 first
-	session   bool        // END_OF_SEGMENT already placed in this session
+	chain     []format.Extension // the log's extensions in order, block 0 first
+	session   bool               // END_OF_SEGMENT already placed in this session
 	// Pre-reserved 1024-block areas (§2.8), in memory only: the next log
 	// extension and the first extension of a compacted log. 0 = none.
 	nextArea, compactArea uint64
@@ -61,8 +62,8 @@ type logWriter struct {
 
 func newLogWriter(fs *FS) *logWriter {
 	l := fs.log
-	w := &logWriter{fs: fs, enc: encoderFrom(l.dec), ext: l.last(), buf: l.lastBuf, used: l.endPos, dirtyFrom: -1,
-		entries: l.dec.entries, obsolete: l.dec.obsolete, chain: append([]extension(nil), l.exts...)}
+	w := &logWriter{fs: fs, enc: format.EncoderFrom(l.Dec), ext: l.Last(), buf: l.LastBuf, used: l.EndPos, dirtyFrom: -1,
+		entries: l.Dec.Entries, obsolete: l.Dec.Obsolete, chain: append([]format.Extension(nil), l.Exts...)}
 	w.ensureAreas()
 	return w
 }
@@ -80,12 +81,12 @@ func (fs *FS) ensureLogAreas() bool {
 
 func (w *logWriter) ensureAreas() bool {
 	if w.nextArea == 0 {
-		if s, ok := w.fs.free.Alloc(extBlocks); ok {
+		if s, ok := w.fs.free.Alloc(format.ExtBlocks); ok {
 			w.nextArea = s
 		}
 	}
 	if w.compactArea == 0 {
-		if s, ok := w.fs.free.Alloc(extBlocks); ok {
+		if s, ok := w.fs.free.Alloc(format.ExtBlocks); ok {
 			w.compactArea = s
 		}
 	}
@@ -100,17 +101,12 @@ func (fs *FS) logReserveShortfall() uint64 {
 	}
 	var s uint64
 	if fs.w.nextArea == 0 {
-		s += extBlocks
+		s += format.ExtBlocks
 	}
 	if fs.w.compactArea == 0 {
-		s += extBlocks
+		s += format.ExtBlocks
 	}
 	return s
-}
-
-func extensionHeader(size uint64) []byte {
-	b := append([]byte(magic), 5)
-	return putVarint(b, size)
 }
 
 // extend links the current extension to a new one and continues there.
@@ -119,7 +115,7 @@ func (w *logWriter) extend() error {
 	start := w.nextArea
 	w.nextArea = 0
 	if start == 0 {
-		s, ok := fs.free.Alloc(extBlocks)
+		s, ok := fs.free.Alloc(format.ExtBlocks)
 		if !ok {
 			return errnoErr("no free blocks for a new log extension", errENOSPC)
 		}
@@ -129,15 +125,15 @@ func (w *logWriter) extend() error {
 	if w.dirtyFrom < 0 {
 		w.dirtyFrom = w.used
 	}
-	b := append(w.buf[:w.used], recLink)
-	b = putVarint(b, start)
-	b = putVarint(b, extBlocks)
-	b = append(b, recEndOfLog)
+	b := append(w.buf[:w.used], format.RecLink)
+	b = format.PutVarint(b, start)
+	b = format.PutVarint(b, format.ExtBlocks)
+	b = append(b, format.RecEndOfLog)
 	w.done = append(w.done, extWrite{ext: w.ext, buf: w.buf, from: w.dirtyFrom, to: len(b)})
-	w.ext = extension{start: start, nblocks: extBlocks, version: 5}
-	w.buf = make([]byte, extBlocks*blockSize)
-	w.used = copy(w.buf, extensionHeader(extBlocks))
-	w.buf[w.used] = recEndOfLog
+	w.ext = format.Extension{Start: start, NBlocks: format.ExtBlocks, Version: 5}
+	w.buf = make([]byte, format.ExtBlocks*format.BlockSize)
+	w.used = copy(w.buf, format.ExtensionHeader(format.ExtBlocks))
+	w.buf[w.used] = format.RecEndOfLog
 	w.dirtyFrom = 0
 	w.session = true
 	w.chain = append(w.chain, w.ext)
@@ -148,14 +144,14 @@ func (w *logWriter) extend() error {
 func (w *logWriter) stage(entry []byte) error {
 	if !w.session {
 		w.session = true
-		if w.ext.version != 5 {
+		if w.ext.Version != 5 {
 			// Nanos never appends v4 records: start a v5 extension.
 			if err := w.extend(); err != nil {
 				return err
 			}
 		} else {
 			// The old END_OF_LOG becomes END_OF_SEGMENT (§2.7).
-			w.buf[w.used] = recEndOfSegment
+			w.buf[w.used] = format.RecEndOfSegment
 			w.dirtyFrom = w.used
 			w.used++
 		}
@@ -176,18 +172,18 @@ func (w *logWriter) stage(entry []byte) error {
 		n := min(len(entry), size-w.used-linkMax-hdrMax)
 		b := w.buf[:w.used]
 		if first {
-			b = append(b, recAvailable)
-			b = putVarint(b, total)
+			b = append(b, format.RecAvailable)
+			b = format.PutVarint(b, total)
 		} else {
-			b = append(b, recExtended)
+			b = append(b, format.RecExtended)
 		}
-		b = putVarint(b, uint64(n))
+		b = format.PutVarint(b, uint64(n))
 		b = append(b, entry[:n]...)
 		entry = entry[n:]
 		w.used = len(b)
 		first = false
 	}
-	w.buf[w.used] = recEndOfLog
+	w.buf[w.used] = format.RecEndOfLog
 	return nil
 }
 
@@ -215,8 +211,8 @@ func (w *logWriter) take() (logBatch, error) {
 	writes := w.done
 	if w.dirtyFrom >= 0 {
 		// Only the blocks to write are copied.
-		from := w.dirtyFrom / blockSize * blockSize
-		to := min((w.used+1+blockSize-1)/blockSize*blockSize, len(w.buf))
+		from := w.dirtyFrom / format.BlockSize * format.BlockSize
+		to := min((w.used+1+format.BlockSize-1)/format.BlockSize*format.BlockSize, len(w.buf))
 		img := append([]byte(nil), w.buf[from:to]...)
 		writes = append(writes, extWrite{ext: w.ext, buf: img, base: from, from: w.dirtyFrom, to: w.used + 1})
 	}
@@ -232,8 +228,8 @@ func (w *logWriter) take() (logBatch, error) {
 func (b logBatch) blockWrites() []blockdev.Write {
 	ws := make([]blockdev.Write, 0, len(b.writes))
 	for _, x := range b.writes {
-		from := x.from / blockSize * blockSize
-		to := min((x.to+blockSize-1)/blockSize*blockSize, x.base+len(x.buf))
+		from := x.from / format.BlockSize * format.BlockSize
+		to := min((x.to+format.BlockSize-1)/format.BlockSize*format.BlockSize, x.base+len(x.buf))
 		ws = append(ws, blockdev.Write{Off: logOffset(x.ext, from), Data: x.buf[from-x.base : to-x.base]})
 	}
 	return ws
@@ -247,17 +243,19 @@ func (b logBatch) blockWrites() []blockdev.Write {
 func (b logBatch) blocks() (rest []blockdev.Write, publish blockdev.Write) {
 	rest = b.blockWrites()
 	first := &rest[0]
-	publish = blockdev.Write{Off: first.Off, Data: first.Data[:blockSize]}
-	if first.Data = first.Data[blockSize:]; len(first.Data) == 0 {
+	publish = blockdev.Write{Off: first.Off, Data: first.Data[:format.BlockSize]}
+	if first.Data = first.Data[format.BlockSize:]; len(first.Data) == 0 {
 		rest = rest[1:]
 	} else {
-		first.Off += blockSize
+		first.Off += format.BlockSize
 	}
 	return rest, publish
 }
 
 // logOffset is the device byte offset of byte off of extension ext.
-func logOffset(ext extension, off int) int64 { return int64(ext.start)*blockSize + int64(off) }
+func logOffset(ext format.Extension, off int) int64 {
+	return int64(ext.Start)*format.BlockSize + int64(off)
+}
 
 // writeBatch makes a batch part of the log on the device, all of it or
 // none of it whatever the device reorders: every block but the publishing
@@ -304,7 +302,7 @@ func (w *logWriter) requeue(b logBatch) {
 	var older []extWrite
 	for _, x := range b.writes {
 		switch {
-		case x.ext.start == w.ext.start:
+		case x.ext.Start == w.ext.Start:
 			if w.dirtyFrom < 0 || x.from < w.dirtyFrom {
 				w.dirtyFrom = x.from
 			}
@@ -321,7 +319,7 @@ func (w *logWriter) requeue(b logBatch) {
 // one.
 func (w *logWriter) markDone(x extWrite) bool {
 	for i := range w.done {
-		if d := &w.done[i]; d.ext.start == x.ext.start {
+		if d := &w.done[i]; d.ext.Start == x.ext.Start {
 			d.from = min(d.from, x.from)
 			return true
 		}
@@ -330,7 +328,7 @@ func (w *logWriter) markDone(x extWrite) bool {
 }
 
 // logEntry encodes and stages a whole entry built by f.
-func (fs *FS) logEntry(f func(e *encoder, b []byte) []byte) error {
+func (fs *FS) logEntry(f func(e *format.Encoder, b []byte) []byte) error {
 	if fs.w == nil {
 		return errnoErr("read-only mount", errEROFS)
 	}
@@ -344,7 +342,7 @@ func (fs *FS) logEntry(f func(e *encoder, b []byte) []byte) error {
 		return err
 	}
 	// Like Nanos, write at once when half an extension is staged.
-	if fs.w.staged() > extBlocks*blockSize/2 {
+	if fs.w.staged() > format.ExtBlocks*format.BlockSize/2 {
 		select {
 		case fs.kick <- struct{}{}:
 		default:
@@ -368,15 +366,15 @@ func (w *logWriter) staged() int {
 // logEAV stages EAV(target, name, v) and applies it to the graph. A target
 // the log does not know (an unlinked file dropped by a compaction) is
 // unreachable on disk, so only memory changes.
-func (fs *FS) logEAV(target *tuple, name string, v value, shallow bool) error {
-	old, had := target.attrs[name]
+func (fs *FS) logEAV(target *format.Tuple, name string, v format.Value, shallow bool) error {
+	old, had := target.Attrs[name]
 	if v == nil {
-		delete(target.attrs, name)
+		delete(target.Attrs, name)
 	} else {
-		target.attrs[name] = v
+		target.Attrs[name] = v
 	}
 	w := fs.w
-	if w == nil || !w.enc.has(target) {
+	if w == nil || !w.enc.Has(target) {
 		return nil
 	}
 	w.entries++
@@ -385,12 +383,12 @@ func (fs *FS) logEAV(target *tuple, name string, v value, shallow bool) error {
 	} else if had && old != nil {
 		w.obsolete++
 	}
-	if err := fs.logEntry(func(e *encoder, b []byte) []byte { return e.eav(b, target, name, v, shallow) }); err != nil {
+	if err := fs.logEntry(func(e *format.Encoder, b []byte) []byte { return e.EAV(b, target, name, v, shallow) }); err != nil {
 		// Keep memory and log in step: undo the change.
 		if had {
-			target.attrs[name] = old
+			target.Attrs[name] = old
 		} else {
-			delete(target.attrs, name)
+			delete(target.Attrs, name)
 		}
 		return err
 	}
@@ -482,7 +480,7 @@ func (fs *FS) stageDirtyLocked() error {
 			continue
 		}
 		if n.kind == KindFile && n.size.Load() != n.loggedSize {
-			if err := fs.logEAV(n.t, "filelength", intOf(uint64(n.size.Load())), false); err != nil {
+			if err := fs.logEAV(n.t, "filelength", format.IntOf(uint64(n.size.Load())), false); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -491,7 +489,7 @@ func (fs *FS) stageDirtyLocked() error {
 		if n.timesDirty {
 			n.timesDirty = false
 			for _, a := range []string{"mtime", "atime"} {
-				if v, ok := n.t.attrs[a]; ok {
+				if v, ok := n.t.Attrs[a]; ok {
 					if err := fs.logEAV(n.t, a, v, false); err != nil {
 						errs = append(errs, err)
 					}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/tfs/format"
+	"github.com/tfsmount/tfsmount/tfs/format/formattest"
 )
 
 // A crafted image that claims huge counts (entries, elements, a value's
@@ -85,31 +87,33 @@ func sparseImage(t *testing.T, img []byte, size int64) string {
 
 func TestMemoryBoundOnHostileImages(t *testing.T) {
 	const big = 64 << 30 // a sparse 64 GiB volume
-	huge := func(header ...byte) []byte { return record(append(header, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f)) }
+	huge := func(header ...byte) []byte {
+		return formattest.Record(append(header, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f))
+	}
 	valueClaim := func() []byte {
-		b := putVarint(putVarint([]byte{recAvailable}, big-blockSize*4), 4)
-		return append(b, 0x91, 0x81, 'a', 0x90, recEndOfLog)
+		b := format.PutVarint(format.PutVarint([]byte{format.RecAvailable}, big-format.BlockSize*4), 4)
+		return append(b, 0x91, 0x81, 'a', 0x90, format.RecEndOfLog)
 	}()
-	bigFile := fileT(map[string][3]uint64{"0": {3000, 1, 1}})
-	bigFile.attrs["filelength"] = intOf(1 << 62)
-	hugeExtent := fileT(map[string][3]uint64{"0": {3000, 1 << 40, 1 << 40}})
+	bigFile := formattest.File(map[string][3]uint64{"0": {3000, 1, 1}})
+	bigFile.Attrs["filelength"] = format.IntOf(1 << 62)
+	hugeExtent := formattest.File(map[string][3]uint64{"0": {3000, 1 << 40, 1 << 40}})
 	cases := []struct {
 		name   string
 		img    []byte
 		size   int64
 		mounts bool
 	}{
-		{"tuple claims 2^53 entries", image(1024, 1024, huge(0x9f)), 4096 * blockSize, false},
-		{"vector claims 2^53 elements", image(1024, 1024, record(encodeRoot(dirT(nil))), huge(0x11, 0x01, 0x81, 'v', 0xaf)), 4096 * blockSize, false},
-		{"name claims 2^53 bytes", image(1024, 1024, huge(0x91, 0x8f)), 4096 * blockSize, false},
+		{"tuple claims 2^53 entries", image(1024, 1024, huge(0x9f)), 4096 * format.BlockSize, false},
+		{"vector claims 2^53 elements", image(1024, 1024, formattest.Record(formattest.EncodeRoot(formattest.Dir(nil))), huge(0x11, 0x01, 0x81, 'v', 0xaf)), 4096 * format.BlockSize, false},
+		{"name claims 2^53 bytes", image(1024, 1024, huge(0x91, 0x8f)), 4096 * format.BlockSize, false},
 		{"value claims the whole volume", image(1024, 1024, valueClaim), big, false},
 		{"link to a 64 GiB extension", func() []byte {
-			img := make([]byte, 4096*blockSize)
-			copy(img, initialBlock([16]byte{9}, "h", 1, big/blockSize-2))
+			img := make([]byte, 4096*format.BlockSize)
+			copy(img, format.InitialBlock([16]byte{9}, "h", 1, big/format.BlockSize-2))
 			return img
 		}(), big, false},
-		{"file claims 4 EiB", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": bigFile}))), []byte{recEndOfLog}), big, true},
-		{"extent claims 2^40 blocks", image(1024, 1024, record(encodeRoot(dirT(map[string]*tuple{"f": hugeExtent}))), []byte{recEndOfLog}), big, true},
+		{"file claims 4 EiB", image(1024, 1024, formattest.Record(formattest.EncodeRoot(formattest.Dir(map[string]*format.Tuple{"f": bigFile}))), []byte{format.RecEndOfLog}), big, true},
+		{"extent claims 2^40 blocks", image(1024, 1024, formattest.Record(formattest.EncodeRoot(formattest.Dir(map[string]*format.Tuple{"f": hugeExtent}))), []byte{format.RecEndOfLog}), big, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -7,10 +7,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unicode/utf8"
 
 	"github.com/tfsmount/tfsmount/heap"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // The metadata model (tfs-format.md §4, §5): filesystem nodes built over
@@ -21,7 +21,7 @@ import (
 // Node is one file, directory, symlink or socket. It is stable for the
 // mount; hard links share one Node.
 type Node struct {
-	t      *tuple
+	t      *format.Tuple
 	ino    uint64 // how it is chosen: ino.go
 	gen    uint32 // the FUSE generation that goes with ino
 	kind   Kind
@@ -56,7 +56,7 @@ type extent struct {
 	fblock, dblock    uint64
 	length, allocated uint64
 	uninited          bool
-	t                 *tuple // nil until logged
+	t                 *format.Tuple // nil until logged
 	// pending: allocated at write-back, data not yet written; not logged.
 	pending bool
 	// grown: blocks were added in place and the new length/allocated are
@@ -100,9 +100,9 @@ func checkName(name string) error {
 // '.', invalid UTF-8 becomes '?', a long name is cut to 255 bytes, a
 // reserved one becomes "lost+found", and "~N" is added if the result is
 // taken.
-func renameMalformed(c *tuple, name string) {
-	v := c.attrs[name]
-	delete(c.attrs, name)
+func renameMalformed(c *format.Tuple, name string) {
+	v := c.Attrs[name]
+	delete(c.Attrs, name)
 	fixed := strings.ToValidUTF8(strings.NewReplacer("/", ".", "\x00", ".").Replace(name), "?")
 	for len(fixed) > maxNameLen || !utf8.ValidString(fixed) {
 		fixed = fixed[:len(fixed)-1]
@@ -112,7 +112,7 @@ func renameMalformed(c *tuple, name string) {
 	}
 	try := fixed
 	for i := 1; ; i++ {
-		if _, taken := c.attrs[try]; !taken {
+		if _, taken := c.Attrs[try]; !taken {
 			break
 		}
 		suffix := fmt.Sprintf("~%d", i)
@@ -122,7 +122,7 @@ func renameMalformed(c *tuple, name string) {
 		}
 		try = base + suffix
 	}
-	c.attrs[try] = v
+	c.Attrs[try] = v
 }
 
 // builder walks the tuple graph from the root and creates the nodes.
@@ -131,7 +131,7 @@ type builder struct {
 	used     *heap.Ranges
 	problems []problem
 	dropped  int // problems beyond maxProblems, counted only
-	dirs     map[*tuple]bool
+	dirs     map[*format.Tuple]bool
 	claims   []claim // extents to reserve once the walk is done
 	nodes    int     // nodes made
 }
@@ -141,7 +141,7 @@ type builder struct {
 type claim struct {
 	e     *extent
 	n     *Node
-	et    *tuple // the extents tuple, and e's key in it
+	et    *format.Tuple // the extents tuple, and e's key in it
 	key   string
 	where string
 }
@@ -161,10 +161,10 @@ func (b *builder) add(fix func(), where, format string, args ...any) {
 // skip hides entry name of a directory's children tuple c from lookups and
 // listings: the model has no node for it, or (a directory met a second
 // time) must not show the node twice.
-func (b *builder) skip(c *tuple, name string) {
+func (b *builder) skip(c *format.Tuple, name string) {
 	fs := b.fs
 	if fs.skipped == nil {
-		fs.skipped = map[*tuple]map[string]bool{}
+		fs.skipped = map[*format.Tuple]map[string]bool{}
 	}
 	if fs.skipped[c] == nil {
 		fs.skipped[c] = map[string]bool{}
@@ -173,30 +173,30 @@ func (b *builder) skip(c *tuple, name string) {
 }
 
 // dropAttr is the fix that removes attribute name from t.
-func dropAttr(t *tuple, name string) func() { return func() { delete(t.attrs, name) } }
+func dropAttr(t *format.Tuple, name string) func() { return func() { delete(t.Attrs, name) } }
 
-func kindOf(t *tuple) Kind {
-	if c, ok := t.attrs["children"]; ok {
-		if _, ok := c.(*tuple); ok {
+func kindOf(t *format.Tuple) Kind {
+	if c, ok := t.Attrs["children"]; ok {
+		if _, ok := c.(*format.Tuple); ok {
 			return KindDir
 		}
 	}
-	if _, ok := t.attrs["linktarget"]; ok {
+	if _, ok := t.Attrs["linktarget"]; ok {
 		return KindSymlink
 	}
-	if _, ok := t.attrs["socket"]; ok {
+	if _, ok := t.Attrs["socket"]; ok {
 		return KindSocket
 	}
 	return KindFile
 }
 
 // build creates the node tree under root, reserving file extents in used.
-func (b *builder) build(rootT *tuple) *Node {
+func (b *builder) build(rootT *format.Tuple) *Node {
 	root := b.fs.newNode(rootT, KindDir)
 	b.nodes++
 	root.parent = root
 	root.links = 1
-	b.dirs = map[*tuple]bool{rootT: true}
+	b.dirs = map[*format.Tuple]bool{rootT: true}
 	// Iterative depth-first walk: directory depth is bounded only by the log.
 	type item struct {
 		dir  *Node
@@ -206,9 +206,9 @@ func (b *builder) build(rootT *tuple) *Node {
 	for len(stack) > 0 {
 		it := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		children := it.dir.t.attrs["children"].(*tuple)
-		names := make([]string, 0, len(children.attrs))
-		for name := range children.attrs {
+		children := it.dir.t.Attrs["children"].(*format.Tuple)
+		names := make([]string, 0, len(children.Attrs))
+		for name := range children.Attrs {
 			names = append(names, name)
 		}
 		sort.Strings(names)
@@ -220,14 +220,14 @@ func (b *builder) build(rootT *tuple) *Node {
 				b.add(func() { renameMalformed(c, bad) }, it.path, "entry skipped: %v", err)
 				continue
 			}
-			ct, ok := children.attrs[name].(*tuple)
+			ct, ok := children.Attrs[name].(*format.Tuple)
 			if !ok {
 				b.skip(children, name)
-				b.add(dropAttr(children, name), path, "entry skipped: it is a %s, not a node", describeValue(children.attrs[name]))
+				b.add(dropAttr(children, name), path, "entry skipped: it is a %s, not a node", describeValue(children.Attrs[name]))
 				continue
 			}
-			if ct.node != nil {
-				n := ct.node
+			if nodeOf(ct) != nil {
+				n := nodeOf(ct)
 				if n.kind == KindDir {
 					b.skip(children, name)
 					b.add(dropAttr(children, name), path, "entry skipped: the directory already appears at another place (a cycle, or two parents)")
@@ -238,13 +238,13 @@ func (b *builder) build(rootT *tuple) *Node {
 			}
 			k := kindOf(ct)
 			if k == KindSymlink {
-				if _, ok := textOf(ct.attrs["linktarget"]); !ok {
+				if _, ok := format.TextOf(ct.Attrs["linktarget"]); !ok {
 					b.skip(children, name)
-					b.add(dropAttr(children, name), path, "entry skipped: linktarget is a %s, not a string", describeValue(ct.attrs["linktarget"]))
+					b.add(dropAttr(children, name), path, "entry skipped: linktarget is a %s, not a string", describeValue(ct.Attrs["linktarget"]))
 					continue
 				}
 			}
-			if _, bad := ct.attrs["children"]; bad && k != KindDir {
+			if _, bad := ct.Attrs["children"]; bad && k != KindDir {
 				b.add(dropAttr(ct, "children"), path, "children is not a tuple")
 			}
 			n := b.fs.newNode(ct, k)
@@ -252,7 +252,7 @@ func (b *builder) build(rootT *tuple) *Node {
 			n.links = 1
 			switch k {
 			case KindDir:
-				if _, both := ct.attrs["extents"]; both {
+				if _, both := ct.Attrs["extents"]; both {
 					b.add(dropAttr(ct, "extents"), path, "has both children and extents; treated as a directory")
 				}
 				n.parent = it.dir
@@ -284,8 +284,8 @@ func (b *builder) reserve() {
 func (b *builder) file(n *Node, path string) {
 	t := n.t
 	badLength := false
-	if v, ok := t.attrs["filelength"]; ok {
-		l, ok := numberOf(v)
+	if v, ok := t.Attrs["filelength"]; ok {
+		l, ok := format.NumberOf(v)
 		if !ok || l > 1<<62 {
 			badLength = true
 		} else {
@@ -299,28 +299,28 @@ func (b *builder) file(n *Node, path string) {
 		// Keep what the extents hold.
 		var end uint64
 		if k := len(n.exts); k > 0 {
-			end = n.exts[k-1].end() * blockSize
+			end = n.exts[k-1].end() * format.BlockSize
 		}
 		n.size.Store(int64(end))
 		n.loggedSize = int64(end)
-		b.add(func() { t.attrs["filelength"] = intOf(end) }, path, "filelength %s is not a usable number; the file ends with its last extent", describeValue(t.attrs["filelength"]))
+		b.add(func() { t.Attrs["filelength"] = format.IntOf(end) }, path, "filelength %s is not a usable number; the file ends with its last extent", describeValue(t.Attrs["filelength"]))
 	}()
 	n.loggedSize = n.size.Load()
-	ev, ok := t.attrs["extents"]
+	ev, ok := t.Attrs["extents"]
 	if !ok {
 		return
 	}
-	et, ok := ev.(*tuple)
+	et, ok := ev.(*format.Tuple)
 	if !ok {
 		b.add(dropAttr(t, "extents"), path, "extents is a %s, not a tuple; the file has no data", describeValue(ev))
 		return
 	}
 	vol := b.fs.blocks
 	keys := map[*extent]string{}
-	for key, v := range et.attrs {
+	for key, v := range et.Attrs {
 		where := fmt.Sprintf("%s extent %q", path, key)
 		drop := dropAttr(et, key)
-		xt, ok := v.(*tuple)
+		xt, ok := v.(*format.Tuple)
 		if !ok {
 			b.add(drop, where, "extent dropped: it is a %s, not a tuple", describeValue(v))
 			continue
@@ -333,7 +333,7 @@ func (b *builder) file(n *Node, path string) {
 		var f [3]uint64
 		bad := false
 		for i, name := range []string{"offset", "length", "allocated"} {
-			x, ok := numberOf(xt.attrs[name])
+			x, ok := format.NumberOf(xt.Attrs[name])
 			if !ok {
 				b.add(drop, where, "extent dropped: %s is missing or not a number", name)
 				bad = true
@@ -345,7 +345,7 @@ func (b *builder) file(n *Node, path string) {
 			continue
 		}
 		e := &extent{fblock: fb, dblock: f[0], length: f[1], allocated: f[2], t: xt}
-		_, e.uninited = xt.attrs["uninited"]
+		_, e.uninited = xt.Attrs["uninited"]
 		e.logged = e.length
 		switch {
 		case e.length == 0 || e.allocated == 0:
@@ -357,7 +357,7 @@ func (b *builder) file(n *Node, path string) {
 		case e.allocated > vol || e.dblock > vol-e.allocated:
 			b.add(drop, where, "extent dropped: blocks [%d,+%d) lie outside the volume of %d blocks", e.dblock, e.allocated, vol)
 			continue
-		case e.fblock > (1<<62)/blockSize-e.length:
+		case e.fblock > (1<<62)/format.BlockSize-e.length:
 			b.add(drop, where, "extent dropped: file blocks [%d,+%d) overflow", e.fblock, e.length)
 			continue
 		}
@@ -381,21 +381,21 @@ func (b *builder) file(n *Node, path string) {
 
 // describeValue names what a value is, for problem reports: its type, and
 // a short rendering of a number or string.
-func describeValue(v value) string {
+func describeValue(v format.Value) string {
 	switch x := v.(type) {
-	case missingRef:
-		return fmt.Sprintf("reference to index %d, which the log never defined", x.idx)
+	case format.MissingRef:
+		return fmt.Sprintf("reference to index %d, which the log never defined", x.Idx)
 	case nil:
 		return "nothing"
-	case *tuple:
+	case *format.Tuple:
 		return "tuple"
-	case *vector:
+	case *format.Vector:
 		return "vector"
 	}
-	if n, ok := numberOf(v); ok {
+	if n, ok := format.NumberOf(v); ok {
 		return fmt.Sprintf("number %d", n)
 	}
-	if s, ok := textOf(v); ok {
+	if s, ok := format.TextOf(v); ok {
 		if len(s) > 40 {
 			s = s[:40] + "..."
 		}
@@ -404,34 +404,27 @@ func describeValue(v value) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// newNode makes the node of t; numberTree (mount) or setIno (a new node)
-// gives it its inode number once the log has given t an index.
-func (fs *FS) newNode(t *tuple, k Kind) *Node {
-	n := &Node{t: t, kind: k}
-	t.node = n
+// nodeOf is the node a value is, if it is a tuple the model has seen
+// (format.Tuple.Owner holds it), else nil.
+func nodeOf(v any) *Node {
+	t, ok := v.(*format.Tuple)
+	if !ok {
+		return nil
+	}
+	n, _ := t.Owner.(*Node)
 	return n
 }
 
-// Timestamps are 32.32 fixed point seconds (tfs-format.md §4.9).
-
-func tfsToTime(t uint64) time.Time {
-	sec := int64(t >> 32)
-	nsec := int64(((t & 0xFFFFFFFF) * 1000000000) >> 32)
-	return time.Unix(sec, nsec)
-}
-
-func timeToTFS(tm time.Time) uint64 {
-	sec := uint64(tm.Unix())
-	nsec := uint64(tm.Nanosecond())
-	t := sec << 32
-	if nsec != 0 {
-		t += (nsec<<32)/1000000000 + 1
-	}
-	return t
+// newNode makes the node of t; numberTree (mount) or setIno (a new node)
+// gives it its inode number once the log has given t an index.
+func (fs *FS) newNode(t *format.Tuple, k Kind) *Node {
+	n := &Node{t: t, kind: k}
+	t.Owner = n
+	return n
 }
 
 func (n *Node) timeAttr(name string) uint64 {
-	v, _ := numberOf(n.t.attrs[name])
+	v, _ := format.NumberOf(n.t.Attrs[name])
 	return v
 }
 
@@ -443,9 +436,9 @@ func (fs *FS) Getattr(n *Node) Attr {
 }
 
 func (fs *FS) attrLocked(n *Node) Attr {
-	a := Attr{Ino: n.ino, Gen: n.gen, Kind: n.kind, Atime: tfsToTime(n.timeAttr("atime")), Mtime: tfsToTime(n.timeAttr("mtime"))}
-	_, a.Exec = n.t.attrs["exec"]
-	_, a.ReadOnly = n.t.attrs["readonly"]
+	a := Attr{Ino: n.ino, Gen: n.gen, Kind: n.kind, Atime: format.Time(n.timeAttr("atime")), Mtime: format.Time(n.timeAttr("mtime"))}
+	_, a.Exec = n.t.Attrs["exec"]
+	_, a.ReadOnly = n.t.Attrs["readonly"]
 	// A removed node (rmdir, or a rename over it, or the last unlink of an
 	// open file) shows no links, as fstat on a descriptor still open to it
 	// must; the root is never removed.
@@ -456,7 +449,7 @@ func (fs *FS) attrLocked(n *Node) Attr {
 			a.Nlink = 0
 		}
 	case KindSymlink:
-		s, _ := textOf(n.t.attrs["linktarget"])
+		s, _ := format.TextOf(n.t.Attrs["linktarget"])
 		a.Size = int64(len(s))
 		a.Nlink = uint32(max(n.links, 0))
 	default:

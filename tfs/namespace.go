@@ -3,6 +3,8 @@ package tfs
 import (
 	"fmt"
 	"time"
+
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // Directory operations (tfs-format.md §6.1, notes §10). Each stages its EAV
@@ -11,7 +13,7 @@ import (
 
 // entryPrep validates dir and name for a new entry and returns dir's
 // children tuple and the existing node under name, if any. Caller holds mu.
-func (fs *FS) entryPrep(dir *Node, name string) (*tuple, *Node, error) {
+func (fs *FS) entryPrep(dir *Node, name string) (*format.Tuple, *Node, error) {
 	if err := fs.checkWritable(); err != nil {
 		return nil, nil, err
 	}
@@ -26,20 +28,20 @@ func (fs *FS) entryPrep(dir *Node, name string) (*tuple, *Node, error) {
 		return nil, nil, err
 	}
 	var old *Node
-	if t, ok := c.attrs[name].(*tuple); ok {
-		old = t.node
+	if t, ok := c.Attrs[name].(*format.Tuple); ok {
+		old = nodeOf(t)
 	}
 	return c, old, nil
 }
 
-func nowTimes(t *tuple) {
-	now := intOf(timeToTFS(time.Now()))
-	t.attrs["atime"] = now
-	t.attrs["mtime"] = now
+func nowTimes(t *format.Tuple) {
+	now := format.IntOf(format.Timestamp(time.Now()))
+	t.Attrs["atime"] = now
+	t.Attrs["mtime"] = now
 }
 
 // addEntry logs a new node under name and returns it.
-func (fs *FS) addEntry(dir *Node, c *tuple, name string, t *tuple, k Kind) (*Node, error) {
+func (fs *FS) addEntry(dir *Node, c *format.Tuple, name string, t *format.Tuple, k Kind) (*Node, error) {
 	if err := fs.logEAV(c, name, t, false); err != nil {
 		return nil, err
 	}
@@ -71,17 +73,17 @@ func (fs *FS) Create(dir *Node, name string, excl bool) (*Node, error) {
 		}
 		return old, nil
 	}
-	t := newTuple()
+	t := format.NewTuple()
 	nowTimes(t)
-	t.attrs["extents"] = newTuple()
+	t.Attrs["extents"] = format.NewTuple()
 	return fs.addEntry(dir, c, name, t, KindFile)
 }
 
 // Mkdir makes a directory.
 func (fs *FS) Mkdir(dir *Node, name string) (*Node, error) {
-	return fs.makeEntry(dir, name, "mkdir", KindDir, func(t *tuple) {
+	return fs.makeEntry(dir, name, "mkdir", KindDir, func(t *format.Tuple) {
 		nowTimes(t)
-		t.attrs["children"] = newTuple()
+		t.Attrs["children"] = format.NewTuple()
 	})
 }
 
@@ -93,23 +95,23 @@ func (fs *FS) Symlink(dir *Node, name, target string) (*Node, error) {
 	if target == "" {
 		return nil, errnoErr("empty symlink target", errENOENT)
 	}
-	return fs.makeEntry(dir, name, "symlink", KindSymlink, func(t *tuple) {
+	return fs.makeEntry(dir, name, "symlink", KindSymlink, func(t *format.Tuple) {
 		nowTimes(t)
-		t.attrs["linktarget"] = strOf(target)
+		t.Attrs["linktarget"] = format.StrOf(target)
 	})
 }
 
 // Mksock makes a (stale) UNIX socket entry, {socket: null} as Nanos' bind
 // does, without times.
 func (fs *FS) Mksock(dir *Node, name string) (*Node, error) {
-	return fs.makeEntry(dir, name, "mksock", KindSocket, func(t *tuple) {
-		t.attrs["socket"] = nullMarker
+	return fs.makeEntry(dir, name, "mksock", KindSocket, func(t *format.Tuple) {
+		t.Attrs["socket"] = format.NullMarker
 	})
 }
 
 // makeEntry adds a new node of the given kind under name, with the
 // attributes fill sets; an existing entry of that name is EEXIST.
-func (fs *FS) makeEntry(dir *Node, name, op string, kind Kind, fill func(t *tuple)) (*Node, error) {
+func (fs *FS) makeEntry(dir *Node, name, op string, kind Kind, fill func(t *format.Tuple)) (*Node, error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	c, old, err := fs.entryPrep(dir, name)
@@ -119,7 +121,7 @@ func (fs *FS) makeEntry(dir *Node, name, op string, kind Kind, fill func(t *tupl
 	if old != nil {
 		return nil, errnoErr(fmt.Sprintf("%s %q", op, name), errEEXIST)
 	}
-	t := newTuple()
+	t := format.NewTuple()
 	fill(t)
 	return fs.addEntry(dir, c, name, t, kind)
 }
@@ -146,7 +148,7 @@ func (fs *FS) Link(n, dir *Node, name string) error {
 	}
 	n.links++
 	fs.touchLocked(dir, true)
-	return fs.logEAV(n.t, "nlink", intOf(uint64(n.links)), false)
+	return fs.logEAV(n.t, "nlink", format.IntOf(uint64(n.links)), false)
 }
 
 // Unlink removes a non-directory entry.
@@ -177,7 +179,7 @@ func (fs *FS) Unlink(dir *Node, name string) error {
 func (fs *FS) unrefLocked(n *Node) (fileData, error) {
 	n.links--
 	if n.links > 0 {
-		return nil, fs.logEAV(n.t, "nlink", intOf(uint64(n.links)), false)
+		return nil, fs.logEAV(n.t, "nlink", format.IntOf(uint64(n.links)), false)
 	}
 	fs.forgetIno(n)
 	if n.kind != KindFile {
@@ -232,7 +234,7 @@ func (fs *FS) Rmdir(dir *Node, name string) error {
 	if n.kind != KindDir {
 		return errnoErr(fmt.Sprintf("rmdir %q", name), errENOTDIR)
 	}
-	if cc, _ := n.t.attrs["children"].(*tuple); cc != nil && len(cc.attrs) > 0 {
+	if cc, _ := n.t.Attrs["children"].(*format.Tuple); cc != nil && len(cc.Attrs) > 0 {
 		return errnoErr(fmt.Sprintf("rmdir %q", name), errENOTEMPTY)
 	}
 	if err := fs.logEAV(c, name, nil, false); err != nil {
@@ -279,8 +281,8 @@ func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags R
 		return err
 	}
 	var src *Node
-	if t, ok := oc.attrs[oname].(*tuple); ok {
-		src = t.node
+	if t, ok := oc.Attrs[oname].(*format.Tuple); ok {
+		src = nodeOf(t)
 	}
 	if src == nil {
 		fs.mu.Unlock()
@@ -300,7 +302,7 @@ func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags R
 	return err
 }
 
-func (fs *FS) renameLocked(odir *Node, oc *tuple, oname string, src *Node, ndir *Node, nc *tuple, nname string, dst *Node, flags RenameFlags, drop *fileData) error {
+func (fs *FS) renameLocked(odir *Node, oc *format.Tuple, oname string, src *Node, ndir *Node, nc *format.Tuple, nname string, dst *Node, flags RenameFlags, drop *fileData) error {
 	if src.kind == KindDir && isAncestor(src, ndir) {
 		return errnoErr("move a directory into itself", errEINVAL)
 	}
@@ -347,7 +349,7 @@ func (fs *FS) renameLocked(odir *Node, oc *tuple, oname string, src *Node, ndir 
 		case src.kind != KindDir && dst.kind == KindDir:
 			return errnoErr(fmt.Sprintf("rename onto directory %q", nname), errEISDIR)
 		case dst.kind == KindDir:
-			if cc, _ := dst.t.attrs["children"].(*tuple); cc != nil && len(cc.attrs) > 0 {
+			if cc, _ := dst.t.Attrs["children"].(*format.Tuple); cc != nil && len(cc.Attrs) > 0 {
 				return errnoErr(fmt.Sprintf("rename onto %q", nname), errENOTEMPTY)
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // snapshot describes everything a mount shows, for comparisons.
@@ -68,7 +69,7 @@ func newVolume(t testing.TB, size int64, label string) *blockdev.Memory {
 	t.Helper()
 	q := testQueue(t)
 	dev := blockdev.NewMemory(q, size)
-	must(t, Mkfs(dev, q, MkfsOptions{Label: label}))
+	must(t, format.Mkfs(dev, format.MkfsOptions{Label: label}))
 	return dev
 }
 
@@ -245,7 +246,7 @@ func TestRoundTrip(t *testing.T) {
 	mk(t)(fs2.Mkdir(fs2.Root(), "x"))
 	must(t, fs2.Sync())
 	raw := dev.Bytes()
-	if b := raw[int64(ext.start)*blockSize+int64(pos)]; b != recEndOfSegment {
+	if b := raw[int64(ext.Start)*format.BlockSize+int64(pos)]; b != format.RecEndOfSegment {
 		t.Errorf("byte at the old end of log is %#x, want END_OF_SEGMENT", b)
 	}
 	before = snapshot(t, fs2)
@@ -259,8 +260,8 @@ func TestRoundTrip(t *testing.T) {
 	if after := snapshot(t, fs3); after != before {
 		t.Fatalf("tree after compaction and remount differs:\n%s\nvs\n%s", after, before)
 	}
-	if fs3.log.records != 1 {
-		t.Errorf("compacted log has %d records, want 1", fs3.log.records)
+	if fs3.log.Records != 1 {
+		t.Errorf("compacted log has %d records, want 1", fs3.log.Records)
 	}
 	_ = logBefore
 	must(t, fs3.Close())

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // Torn log tails: what a crash of a writer that does not order its log
@@ -28,10 +29,10 @@ func tornFixture(t *testing.T) (img []byte, eol int64, want map[string][]byte) {
 	}
 	must(t, fs.Close())
 	img = dev.Bytes()
-	l, _, err := readLog(blockdev.NewMemoryFrom(q, img, true), uint64(len(img)/blockSize), false)
+	l, _, err := format.ReadLog(blockdev.NewMemoryFrom(q, img, true), uint64(len(img)/format.BlockSize), false)
 	must(t, err)
-	eol = int64(l.last().start)*blockSize + int64(l.endPos)
-	if eol%blockSize > blockSize-40 {
+	eol = int64(l.Last().Start)*format.BlockSize + int64(l.EndPos)
+	if eol%format.BlockSize > format.BlockSize-40 {
 		t.Fatalf("END_OF_LOG at %d is too close to a block end for these tests", eol)
 	}
 	return img, eol, want
@@ -41,10 +42,10 @@ func tornFixture(t *testing.T) (img []byte, eol int64, want map[string][]byte) {
 // of bytes, of which only those up to the end of the blocks-th block from
 // eol's are there (non-zero); the rest are as they were.
 func cutShort(img []byte, eol int64, blocks int64) {
-	n := uint64(blockSize)
-	b := putVarint(putVarint([]byte{recEndOfSegment, recAvailable}, n), n)
+	n := uint64(format.BlockSize)
+	b := format.PutVarint(format.PutVarint([]byte{format.RecEndOfSegment, format.RecAvailable}, n), n)
 	copy(img[eol:], b)
-	for i := eol + int64(len(b)); i < (eol/blockSize+blocks)*blockSize; i++ {
+	for i := eol + int64(len(b)); i < (eol/format.BlockSize+blocks)*format.BlockSize; i++ {
 		img[i] = 0x91
 	}
 }
@@ -68,7 +69,7 @@ func TestTornTails(t *testing.T) {
 	}{
 		{"link to an extension never written", func(img []byte, eol int64) {
 			// A free area far from the log, all zeros.
-			copy(img[eol:], append(putVarint(putVarint([]byte{recLink}, 6000), extBlocks), recEndOfLog))
+			copy(img[eol:], append(format.PutVarint(format.PutVarint([]byte{format.RecLink}, 6000), format.ExtBlocks), format.RecEndOfLog))
 		}, true, "link to an extension that was never written"},
 		{"record cut short by unwritten blocks", func(img []byte, eol int64) {
 			// The next block, where the record goes on, is still zeros.
@@ -79,7 +80,7 @@ func TestTornTails(t *testing.T) {
 		}, false, "unreadable"},
 		{"unknown record after stale data", func(img []byte, eol int64) {
 			img[eol] = 0x7e
-			img[(eol/blockSize+2)*blockSize] = 0x33
+			img[(eol/format.BlockSize+2)*format.BlockSize] = 0x33
 		}, false, "unreadable"},
 	}
 	for _, c := range cases {
@@ -141,7 +142,7 @@ func TestUnreadableExtension(t *testing.T) {
 	q := testQueue(t)
 	img, _, _ := tornFixture(t)
 	dev := blockdev.NewFaulty(blockdev.NewMemoryFrom(q, img, false), q)
-	dev.FailRange(blockSize, extBlocks*blockSize, errors.New("injected read error"), blockdev.OpRead)
+	dev.FailRange(format.BlockSize, format.ExtBlocks*format.BlockSize, errors.New("injected read error"), blockdev.OpRead)
 	if _, err := Mount(dev, Options{Queue: q, ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "injected read error") {
 		t.Fatalf("mount: %v", err)
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/tfsmount/tfsmount/blockdev"
+	"github.com/tfsmount/tfsmount/tfs/format"
+	"github.com/tfsmount/tfsmount/tfs/format/formattest"
 )
 
 // Mkfs must lay out blocks 0 and 1 exactly like Nanos' mkfs -e.
@@ -23,18 +25,18 @@ func TestMkfsMatchesNanos(t *testing.T) {
 	copy(uuid[:], u)
 	q := testQueue(t)
 	dev := blockdev.NewMemory(q, int64(len(data)))
-	must(t, Mkfs(dev, q, MkfsOptions{Label: exp.Label, UUID: uuid}))
-	if got := dev.Bytes()[:(1+extBlocks)*blockSize]; !bytes.Equal(got, data[:len(got)]) {
+	must(t, format.Mkfs(dev, format.MkfsOptions{Label: exp.Label, UUID: uuid}))
+	if got := dev.Bytes()[:(1+format.ExtBlocks)*format.BlockSize]; !bytes.Equal(got, data[:len(got)]) {
 		for i := range got {
 			if got[i] != data[i] {
 				t.Fatalf("mkfs differs from Nanos at byte %d: %#x vs %#x", i, got[i], data[i])
 			}
 		}
 	}
-	if err := Mkfs(dev, q, MkfsOptions{Label: strings.Repeat("x", 32)}); err == nil {
+	if err := format.Mkfs(dev, format.MkfsOptions{Label: strings.Repeat("x", 32)}); err == nil {
 		t.Error("mkfs accepted a 32-byte label")
 	}
-	if err := Mkfs(blockdev.NewMemory(q, 100*blockSize), q, MkfsOptions{}); err == nil {
+	if err := format.Mkfs(blockdev.NewMemory(q, 100*format.BlockSize), format.MkfsOptions{}); err == nil {
 		t.Error("mkfs accepted a device too small for the log")
 	}
 }
@@ -53,7 +55,7 @@ func TestFirstDataBlock(t *testing.T) {
 	if len(n.exts) != 1 || n.exts[0].dblock != 3073 || n.exts[0].length != 1 {
 		t.Fatalf("extents %+v, want one at block 3073 of length 1", n.exts[0])
 	}
-	if !bytes.Equal(dev.Bytes()[3073*blockSize:3073*blockSize+4], []byte("hi\n\x00")) {
+	if !bytes.Equal(dev.Bytes()[3073*format.BlockSize:3073*format.BlockSize+4], []byte("hi\n\x00")) {
 		t.Error("data block content")
 	}
 }
@@ -78,8 +80,8 @@ func TestFixturesModified(t *testing.T) {
 
 			fs = mountMem(t, dev, Options{Queue: q, ReadOnly: true})
 			if name == "v4-old-encoding" {
-				if v := fs.log.exts[len(fs.log.exts)-1].version; v != 5 || len(fs.log.exts) != 3 {
-					t.Errorf("chain %+v: want a v5 extension appended", fs.log.exts)
+				if v := fs.log.Exts[len(fs.log.Exts)-1].Version; v != 5 || len(fs.log.Exts) != 3 {
+					t.Errorf("chain %+v: want a v5 extension appended", fs.log.Exts)
 				}
 			}
 			// Every original entry except the root (one more entry now).
@@ -129,8 +131,8 @@ func TestLogGrowsAcrossExtensions(t *testing.T) {
 	}
 	must(t, fs.Close())
 	fs = mountMem(t, dev, Options{Queue: q})
-	if len(fs.log.exts) < 3 {
-		t.Fatalf("log has %d extensions, want it to have grown", len(fs.log.exts))
+	if len(fs.log.Exts) < 3 {
+		t.Fatalf("log has %d extensions, want it to have grown", len(fs.log.Exts))
 	}
 	d = mk(t)(fs.Resolve("/many"))
 	ents, err := fs.ReadDir(d)
@@ -141,13 +143,13 @@ func TestLogGrowsAcrossExtensions(t *testing.T) {
 	// Compaction writes the whole tree as one value split across
 	// extensions (TUPLE_EXTENDED in the next extension); it replays.
 	must(t, fs.Compact())
-	if fs.LogBlocks() < 1+2*extBlocks {
+	if fs.LogBlocks() < 1+2*format.ExtBlocks {
 		t.Fatalf("compacted 12000-entry log fits in %d blocks; want a value spanning extensions", fs.LogBlocks())
 	}
 	must(t, fs.Close())
 	fs = mountMem(t, dev, Options{Queue: q})
-	if fs.log.records != 1 {
-		t.Fatalf("%d records after compaction, want 1", fs.log.records)
+	if fs.log.Records != 1 {
+		t.Fatalf("%d records after compaction, want 1", fs.log.Records)
 	}
 	d = mk(t)(fs.Resolve("/many"))
 	if ents, _ := fs.ReadDir(d); len(ents) != 12000 {
@@ -175,15 +177,15 @@ func TestLogGrowsAcrossExtensions(t *testing.T) {
 	}
 	// The flusher may compact before the last overwrites (the threshold
 	// is met early); either way far fewer records than were written.
-	if fs.log.records > 10000 {
-		t.Errorf("%d records after compaction", fs.log.records)
+	if fs.log.Records > 10000 {
+		t.Errorf("%d records after compaction", fs.log.Records)
 	}
 }
 
 // A log ending inside a value (a torn write across extensions, §6.4) is
 // rebuilt at a writable mount before anything is appended.
 func TestDanglingValueRebuilt(t *testing.T) {
-	img := image(1024, 1024, record(goodRoot), []byte{recAvailable, 10, 2, 0x11, 0x03, recEndOfLog})
+	img := image(1024, 1024, formattest.Record(formattest.EmptyRoot), []byte{format.RecAvailable, 10, 2, 0x11, 0x03, format.RecEndOfLog})
 	q := testQueue(t)
 	dev := blockdev.NewMemoryFrom(q, img, false)
 	rep, err := Fsck(dev, Options{})
@@ -196,8 +198,8 @@ func TestDanglingValueRebuilt(t *testing.T) {
 	must(t, fs.Close())
 	fs = mountMem(t, dev, Options{Queue: q})
 	defer fs.Close()
-	if fs.log.dangling || fs.log.exts[1].start == 1 {
-		t.Fatalf("log not rebuilt: dangling=%v chain %+v", fs.log.dangling, fs.log.exts)
+	if fs.log.Dangling || fs.log.Exts[1].Start == 1 {
+		t.Fatalf("log not rebuilt: dangling=%v chain %+v", fs.log.Dangling, fs.log.Exts)
 	}
 	mk(t)(fs.Resolve("/after"))
 }
@@ -331,7 +333,7 @@ func TestDiscardAfterDelete(t *testing.T) {
 	f := mk(t)(fs.Create(fs.Root(), "f", true))
 	writeAll(t, fs, f, bytes.Repeat([]byte{0x55}, 100000), 0)
 	must(t, fs.Sync())
-	start := int64(f.exts[0].dblock) * blockSize
+	start := int64(f.exts[0].dblock) * format.BlockSize
 	if dev.Bytes()[start] != 0x55 {
 		t.Fatal("data not on the device")
 	}
@@ -351,7 +353,7 @@ func TestDuplicateNamesRebuilt(t *testing.T) {
 	dup := []byte{0x11, 0x03, 0x81, 'x', 0x91, 0x88, 0x08}
 	dup = append(dup, "children"...)
 	dup = append(dup, 0x90)
-	img := image(1024, 1024, record(goodRoot), record(dup), []byte{recEndOfLog})
+	img := image(1024, 1024, formattest.Record(formattest.EmptyRoot), formattest.Record(dup), []byte{format.RecEndOfLog})
 	q := testQueue(t)
 	dev := blockdev.NewMemoryFrom(q, img, false)
 	rep, err := Fsck(dev, Options{})
@@ -364,7 +366,7 @@ func TestDuplicateNamesRebuilt(t *testing.T) {
 	must(t, fs.Close())
 	fs = mountMem(t, dev, Options{Queue: q})
 	defer fs.Close()
-	if fs.log.dec.dupNames {
+	if fs.log.Dec.DupNames {
 		t.Error("log still has duplicate names")
 	}
 	if n := mk(t)(fs.Resolve("/x/y")); n.kind != KindDir {
@@ -396,11 +398,11 @@ func TestExtentCap(t *testing.T) {
 		}
 		total += e.length
 	}
-	if len(n.exts) != 3 || total != 70<<20/blockSize {
+	if len(n.exts) != 3 || total != 70<<20/format.BlockSize {
 		for _, e := range n.exts {
 			t.Logf("extent file block %d: dblock %d length %d", e.fblock, e.dblock, e.length)
 		}
-		t.Errorf("%d extents covering %d blocks, want 3 covering %d", len(n.exts), total, 70<<20/blockSize)
+		t.Errorf("%d extents covering %d blocks, want 3 covering %d", len(n.exts), total, 70<<20/format.BlockSize)
 	}
 	checkContent(t, fs, "/big", data)
 }
@@ -428,9 +430,9 @@ func TestExtentCapPendingAfterFullExtent(t *testing.T) {
 	data := pattern(2, 41*mib)
 	fs.mu.Lock()
 	for _, e := range f.exts {
-		if e.fblock >= 32*mib/blockSize {
-			off := int64(e.fblock-32*mib/blockSize) * blockSize
-			must(t, blockdev.WriteAt(fs.dev, data[off:off+int64(e.length)*blockSize], int64(e.dblock)*blockSize))
+		if e.fblock >= 32*mib/format.BlockSize {
+			off := int64(e.fblock-32*mib/format.BlockSize) * format.BlockSize
+			must(t, blockdev.WriteAt(fs.dev, data[off:off+int64(e.length)*format.BlockSize], int64(e.dblock)*format.BlockSize))
 		}
 	}
 	fs.mu.Unlock()
@@ -487,7 +489,9 @@ func TestFdatasyncSkipsTimes(t *testing.T) {
 		checkContent(t, crash, "/f", data)
 	}
 	crashCheck()
-	logArea := func() []byte { return append([]byte(nil), dev.Bytes()[blockSize:(1+extBlocks)*blockSize]...) }
+	logArea := func() []byte {
+		return append([]byte(nil), dev.Bytes()[format.BlockSize:(1+format.ExtBlocks)*format.BlockSize]...)
+	}
 
 	before := logArea()
 	copy(data[5000:], pattern(13, 20000))
@@ -515,7 +519,7 @@ func TestLogWriteErrorReported(t *testing.T) {
 	faulty := blockdev.NewFaulty(dev, q)
 	fs := mountMem(t, faulty, Options{Queue: q, WritebackDelay: time.Hour})
 	mk(t)(fs.Mkdir(fs.Root(), "d"))
-	faulty.FailRange(blockSize, extBlocks*blockSize, errors.New("injected"), blockdev.OpWrite)
+	faulty.FailRange(format.BlockSize, format.ExtBlocks*format.BlockSize, errors.New("injected"), blockdev.OpWrite)
 	if err := fs.Sync(); err == nil || !strings.Contains(err.Error(), "injected") {
 		t.Fatalf("sync: %v, want the injected error", err)
 	}
@@ -583,7 +587,7 @@ func TestWriteWaitsForUnlinkedOpenFile(t *testing.T) {
 	dev := newVolume(t, 16<<20, "")
 	fs := mountMem(t, dev, Options{})
 	defer fs.Close()
-	free := fs.StatFS().Free * blockSize
+	free := fs.StatFS().Free * format.BlockSize
 	old := mk(t)(fs.Create(fs.Root(), "old", true))
 	fs.Open(old)
 	writeAll(t, fs, old, pattern(1, int(free*3/4)), 0)

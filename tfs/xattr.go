@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // Extended attributes and explicit times (tfs-format.md §4.9, §4.11; notes
@@ -36,7 +38,7 @@ func (fs *FS) GetXattr(n *Node, name string) ([]byte, error) {
 	if !isXattrName(name) {
 		return nil, errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
 	}
-	s, ok := textOf(n.t.attrs[name])
+	s, ok := format.TextOf(n.t.Attrs[name])
 	if !ok {
 		return nil, errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
 	}
@@ -56,14 +58,14 @@ func (fs *FS) SetXattr(n *Node, name string, value []byte, flags int) error {
 	if err := fs.checkWritable(); err != nil {
 		return err
 	}
-	_, has := n.t.attrs[name]
+	_, has := n.t.Attrs[name]
 	if flags&xattrCreate != 0 && has {
 		return errnoErr(fmt.Sprintf("xattr %q", name), errEEXIST)
 	}
 	if flags&xattrReplace != 0 && !has {
 		return errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
 	}
-	return fs.logEAV(n.t, name, strOf(string(value)), false)
+	return fs.logEAV(n.t, name, format.StrOf(string(value)), false)
 }
 
 // ListXattr lists the attributes whose name has an interior dot.
@@ -71,8 +73,8 @@ func (fs *FS) ListXattr(n *Node) ([]string, error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	var out []string
-	for name, v := range n.t.attrs {
-		if _, ok := v.(bytesVal); ok && isXattrName(name) {
+	for name, v := range n.t.Attrs {
+		if _, ok := v.(format.Bytes); ok && isXattrName(name) {
 			out = append(out, name)
 		}
 	}
@@ -90,7 +92,7 @@ func (fs *FS) RemoveXattr(n *Node, name string) error {
 	if err := fs.checkWritable(); err != nil {
 		return err
 	}
-	if _, ok := n.t.attrs[name]; !ok {
+	if _, ok := n.t.Attrs[name]; !ok {
 		return errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
 	}
 	return fs.logEAV(n.t, name, nil, false)
@@ -105,10 +107,10 @@ func (fs *FS) SetTimes(n *Node, atime, mtime *time.Time) error {
 		return err
 	}
 	if atime != nil {
-		n.t.attrs["atime"] = intOf(timeToTFS(*atime))
+		n.t.Attrs["atime"] = format.IntOf(format.Timestamp(*atime))
 	}
 	if mtime != nil {
-		n.t.attrs["mtime"] = intOf(timeToTFS(*mtime))
+		n.t.Attrs["mtime"] = format.IntOf(format.Timestamp(*mtime))
 	}
 	if n.links > 0 || n == fs.root {
 		n.timesDirty = true

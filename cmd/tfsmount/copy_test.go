@@ -10,6 +10,7 @@ import (
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/tfs"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // memVolume is an empty volume on a memory device.
@@ -18,7 +19,7 @@ func memVolume(t *testing.T) (*tfs.FS, func() *tfs.FS) {
 	q := bh.NewQueue(2)
 	t.Cleanup(q.Close)
 	dev := blockdev.NewMemory(q, 32<<20)
-	if err := tfs.Mkfs(dev, q, tfs.MkfsOptions{}); err != nil {
+	if err := format.Mkfs(dev, format.MkfsOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	mount := func() *tfs.FS {

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/tfsmount/tfsmount/tfs"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // defaultImageSize is the size of an image file mkfs creates without --size.
@@ -61,7 +62,7 @@ func runMkfs(args []string) int {
 	if err != nil {
 		return fail(exitSystem, "mkfs: %v", err)
 	}
-	err = tfs.Mkfs(v.dev, v.q, tfs.MkfsOptions{Label: *label})
+	err = format.Mkfs(v.dev, format.MkfsOptions{Label: *label})
 	if cerr := v.Close(); err == nil && cerr != nil {
 		err = cerr
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/heap"
 	"github.com/tfsmount/tfsmount/tfs"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // The stats output carries the page cache's counters from tfs.
@@ -17,7 +18,7 @@ func TestStatsShowCacheCounters(t *testing.T) {
 	q := bh.NewQueue(2)
 	t.Cleanup(q.Close)
 	dev := blockdev.NewMemory(q, 32<<20)
-	if err := tfs.Mkfs(dev, q, tfs.MkfsOptions{}); err != nil {
+	if err := format.Mkfs(dev, format.MkfsOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	pool := heap.NewPagePool(heap.PoolConfig{Budget: 8 << 20})

@@ -10,6 +10,7 @@ import (
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/tfs"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 // testVolume is a TFS volume on a memory device, mounted in-process.
@@ -29,7 +30,7 @@ func newTestVolume(t testing.TB, cfg Config) *testVolume {
 	t.Helper()
 	q := bh.NewQueue(2)
 	dev := blockdev.NewMemory(q, 64<<20)
-	if err := tfs.Mkfs(dev, q, tfs.MkfsOptions{Label: "fusefs-test"}); err != nil {
+	if err := format.Mkfs(dev, format.MkfsOptions{Label: "fusefs-test"}); err != nil {
 		t.Fatalf("mkfs: %v", err)
 	}
 	v := &testVolume{t: t, q: q, dev: dev}

@@ -1,53 +1,56 @@
-package tfs
+package format
 
 import (
 	"errors"
 	"fmt"
 	"math/bits"
 	"strconv"
+	"time"
 )
 
 // Values of the TFS tuple encoding (tfs-format.md §3). A decoded value is
 // one of: *tuple, *vector, bytesVal (buffer or string), intVal, or nil for
 // "absent" (the empty buffer, which removes an attribute).
 
-// tuple is a TFS tuple: an unordered map from symbol names to values. Its
+// Tuple is a TFS Tuple: an unordered map from symbol names to values. Its
 // identity matters: every reference to one dictionary index yields the same
-// *tuple, which is how hard links and later EAV records find their target.
-type tuple struct {
-	attrs map[string]value
-	node  *Node // the filesystem node this tuple is, once seen by the model
+// *Tuple, which is how hard links and later EAV records find their target.
+type Tuple struct {
+	Attrs map[string]Value
+	// Owner is whatever the layer above attaches to this tuple (tfs: its
+	// *Node). The format never reads it.
+	Owner any
 }
 
-func newTuple() *tuple { return &tuple{attrs: map[string]value{}} }
+func NewTuple() *Tuple { return &Tuple{Attrs: map[string]Value{}} }
 
-// vector is an ordered list (used in the root's configuration only).
-type vector struct {
-	elems []value
+// Vector is an ordered list (used in the root's configuration only).
+type Vector struct {
+	Elems []Value
 }
 
-// bytesVal is an untyped buffer (str false) or a string (str true).
-type bytesVal struct {
-	s   string
-	str bool
+// Bytes is an untyped buffer (str false) or a string (str true).
+type Bytes struct {
+	Data     string
+	IsString bool
 }
 
-// intVal is an integer: its magnitude and sign.
-type intVal struct {
-	mag uint64
-	neg bool
+// Int is an integer: its magnitude and sign.
+type Int struct {
+	Mag uint64
+	Neg bool
 }
 
-type value any
+type Value any
 
-// missingRef is a reference to a tuple index the log never defined, read
+// MissingRef is a reference to a tuple index the log never defined, read
 // where a value (a directory entry, say) was expected. Replay keeps going;
 // the model reports and skips it, and it is never written back.
-type missingRef struct{ idx uint64 }
+type MissingRef struct{ Idx uint64 }
 
-// nullMarker is the one-byte buffer 00 that marks a flag attribute
+// NullMarker is the one-byte buffer 00 that marks a flag attribute
 // (uninited, socket, no_encode) as present.
-var nullMarker = bytesVal{s: "\x00"}
+var NullMarker = Bytes{Data: "\x00"}
 
 // Header types (v5 numbering; v4's one type bit maps onto 0 and 1).
 const (
@@ -60,8 +63,8 @@ const (
 
 var errShort = errors.New("runs past the end of the data")
 
-// putVarint appends v as a big-endian base-128 varint (§2.2).
-func putVarint(b []byte, v uint64) []byte {
+// PutVarint appends v as a big-endian base-128 varint (§2.2).
+func PutVarint(b []byte, v uint64) []byte {
 	n := 1
 	for x := v >> 7; x != 0; x >>= 7 {
 		n++
@@ -167,28 +170,48 @@ func getHeader(b []byte, pos, version int) (header, int, error) {
 	return h, pos, nil
 }
 
-// numberOf interprets v as a non-negative integer: the integer type, or
+// NumberOf interprets v as a non-negative integer: the integer type, or
 // decimal text in a string or buffer (ops and v4 write numbers as text).
-func numberOf(v value) (uint64, bool) {
+func NumberOf(v Value) (uint64, bool) {
 	switch x := v.(type) {
-	case intVal:
-		return x.mag, !x.neg || x.mag == 0
-	case bytesVal:
-		if x.s == "" || len(x.s) > 20 {
+	case Int:
+		return x.Mag, !x.Neg || x.Mag == 0
+	case Bytes:
+		if x.Data == "" || len(x.Data) > 20 {
 			return 0, false
 		}
-		n, err := strconv.ParseUint(x.s, 10, 64)
+		n, err := strconv.ParseUint(x.Data, 10, 64)
 		return n, err == nil
 	}
 	return 0, false
 }
 
-// textOf returns the text of a string or buffer value.
-func textOf(v value) (string, bool) {
-	x, ok := v.(bytesVal)
-	return x.s, ok
+// TextOf returns the text of a string or buffer value.
+func TextOf(v Value) (string, bool) {
+	x, ok := v.(Bytes)
+	return x.Data, ok
 }
 
-func intOf(n uint64) intVal { return intVal{mag: n} }
+func IntOf(n uint64) Int { return Int{Mag: n} }
 
-func strOf(s string) bytesVal { return bytesVal{s: s, str: true} }
+func StrOf(s string) Bytes { return Bytes{Data: s, IsString: true} }
+
+// Times are 32.32 fixed-point seconds since the Unix epoch. Time decodes
+// one; Timestamp encodes one, rounding a fraction up so that a time read
+// back is never earlier than the one written.
+func Time(t uint64) time.Time {
+	sec := int64(t >> 32)
+	nsec := int64(((t & 0xFFFFFFFF) * 1000000000) >> 32)
+	return time.Unix(sec, nsec)
+}
+
+// Timestamp is the encoding of tm (see Time).
+func Timestamp(tm time.Time) uint64 {
+	sec := uint64(tm.Unix())
+	nsec := uint64(tm.Nanosecond())
+	t := sec << 32
+	if nsec != 0 {
+		t += (nsec<<32)/1000000000 + 1
+	}
+	return t
+}

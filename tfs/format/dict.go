@@ -1,54 +1,63 @@
-package tfs
+package format
 
 import (
 	"fmt"
 	"sort"
 )
 
-// maxDepth bounds the nesting of decoded values. Each directory level costs
+// MaxDepth bounds the nesting of decoded values. Each directory level costs
 // two levels (the directory tuple and its children tuple), so this allows
 // paths far deeper than Linux's 4096-byte PATH_MAX can name.
-const maxDepth = 8192
+const MaxDepth = 8192
 
-// decoder holds the reading side of a log's dictionary (§3.3): index →
+// Decoder holds the reading side of a log's dictionary (§3.3): index →
 // object, where an object is a *tuple, a *vector or a symbol (string).
 // It spans the whole log and is carried across records and extensions.
-type decoder struct {
+type Decoder struct {
 	dict []any // dict[i] is index i; dict[0] unused
 
 	// Counters for the compaction policy (§2.9).
-	entries, obsolete uint64
-	// dupNames is set when a symbol was written immediately twice (§3.3):
+	Entries, Obsolete uint64
+	// DupNames is set when a symbol was written immediately twice (§3.3):
 	// appending to such a log would collide indices, so mount rebuilds it.
-	dupNames bool
+	DupNames bool
 	symSeen  map[string]bool
-	// missing lists where a value referred to an undefined index.
-	missing []missingAt
+	// Missing lists where a value referred to an undefined index.
+	Missing []MissingAt
 }
 
-// missingAt is an attribute whose value was a missingRef when read.
-type missingAt struct {
-	t    *tuple
-	name string
-	ref  missingRef
+// MissingAt is an attribute whose value was a missingRef when read.
+type MissingAt struct {
+	Tuple *Tuple
+	Name  string
+	Ref   MissingRef
 }
 
-func newDecoder() *decoder {
-	return &decoder{dict: make([]any, 1), symSeen: map[string]bool{}}
+func NewDecoder() *Decoder {
+	return &Decoder{dict: make([]any, 1), symSeen: map[string]bool{}}
 }
 
-// next is the index the next immediate tuple, vector or name receives.
-func (d *decoder) next() uint64 { return uint64(len(d.dict)) }
+// Next is the index the Next immediate tuple, vector or name receives.
+func (d *Decoder) Next() uint64 { return uint64(len(d.dict)) }
+
+// Object is the object at index i: a *Tuple, a *Vector, a symbol (string),
+// or nil if i is not an index of the dictionary.
+func (d *Decoder) Object(i uint64) any {
+	if i == 0 || i >= uint64(len(d.dict)) {
+		return nil
+	}
+	return d.dict[i]
+}
 
 type decodeState struct {
-	d       *decoder
+	d       *Decoder
 	b       []byte
 	version int
 }
 
-// decodeEntry decodes one complete log entry (§3.8) and applies it to the
+// DecodeEntry decodes one complete log entry (§3.8) and applies it to the
 // object graph. It must consume exactly len(b) bytes.
-func (d *decoder) decodeEntry(b []byte, version int) (value, error) {
+func (d *Decoder) DecodeEntry(b []byte, version int) (Value, error) {
 	s := decodeState{d: d, b: b, version: version}
 	v, pos, err := s.value(0, 0)
 	if err != nil {
@@ -57,7 +66,7 @@ func (d *decoder) decodeEntry(b []byte, version int) (value, error) {
 	if pos != len(b) {
 		return nil, fmt.Errorf("value ends at byte %d of a %d-byte record", pos, len(b))
 	}
-	if _, ok := v.(*tuple); !ok {
+	if _, ok := v.(*Tuple); !ok {
 		return nil, fmt.Errorf("record is a %T, not a tuple", v)
 	}
 	return v, nil
@@ -91,7 +100,7 @@ func (s *decodeState) name(pos int) (string, int, error) {
 		}
 		sym, ok := o.(string)
 		if !ok {
-			return "", pos, fmt.Errorf("name at byte %d refers to index %d, a %s, not a symbol", start, h.l, kindName(o))
+			return "", pos, fmt.Errorf("name at byte %d refers to index %d, a %s, not a symbol", start, h.l, KindName(o))
 		}
 		return sym, pos, nil
 	}
@@ -100,18 +109,18 @@ func (s *decodeState) name(pos int) (string, int, error) {
 		return "", pos, fmt.Errorf("name at byte %d: %w", start, err)
 	}
 	if s.d.symSeen[sym] {
-		s.d.dupNames = true
+		s.d.DupNames = true
 	}
 	s.d.symSeen[sym] = true
 	s.d.dict = append(s.d.dict, sym)
 	return sym, pos, nil
 }
 
-func kindName(o any) string {
+func KindName(o any) string {
 	switch o.(type) {
-	case *tuple:
+	case *Tuple:
 		return "tuple"
-	case *vector:
+	case *Vector:
 		return "vector"
 	case string:
 		return "symbol"
@@ -120,9 +129,9 @@ func kindName(o any) string {
 }
 
 // value decodes one value at pos. top is true for the record's top level.
-func (s *decodeState) value(pos, depth int) (value, int, error) {
-	if depth > maxDepth {
-		return nil, pos, fmt.Errorf("value at byte %d nested deeper than %d", pos, maxDepth)
+func (s *decodeState) value(pos, depth int) (Value, int, error) {
+	if depth > MaxDepth {
+		return nil, pos, fmt.Errorf("value at byte %d nested deeper than %d", pos, MaxDepth)
 	}
 	start := pos
 	h, pos, err := getHeader(s.b, pos, s.version)
@@ -138,9 +147,9 @@ func (s *decodeState) value(pos, depth int) (value, int, error) {
 			}
 			sym, ok := o.(string)
 			if !ok {
-				return nil, pos, fmt.Errorf("buffer reference at byte %d to index %d, a %s", start, h.l, kindName(o))
+				return nil, pos, fmt.Errorf("buffer reference at byte %d to index %d, a %s", start, h.l, KindName(o))
 			}
-			return bytesVal{s: sym, str: h.typ == typeString}, pos, nil
+			return Bytes{Data: sym, IsString: h.typ == typeString}, pos, nil
 		}
 		str, pos, err := s.bytes(pos, h.l)
 		if err != nil {
@@ -149,7 +158,7 @@ func (s *decodeState) value(pos, depth int) (value, int, error) {
 		if h.typ == typeBuffer && h.l == 0 {
 			return nil, pos, nil // absent
 		}
-		return bytesVal{s: str, str: h.typ == typeString}, pos, nil
+		return Bytes{Data: str, IsString: h.typ == typeString}, pos, nil
 	case typeInteger:
 		if !h.imm {
 			return nil, pos, fmt.Errorf("integer at byte %d has the reference flag", start)
@@ -158,11 +167,11 @@ func (s *decodeState) value(pos, depth int) (value, int, error) {
 		if err != nil {
 			return nil, pos, fmt.Errorf("integer at byte %d: %w", start, err)
 		}
-		return intVal{mag: m, neg: h.l != 0}, pos, nil
+		return Int{Mag: m, Neg: h.l != 0}, pos, nil
 	case typeTuple:
-		var t *tuple
+		var t *Tuple
 		if h.imm {
-			t = newTuple()
+			t = NewTuple()
 			s.d.dict = append(s.d.dict, t)
 		} else {
 			idx, p, err := getVarint(s.b, pos)
@@ -173,15 +182,15 @@ func (s *decodeState) value(pos, depth int) (value, int, error) {
 			if h.l == 0 && (idx == 0 || idx >= uint64(len(s.d.dict))) {
 				// A plain reference to a node the log never defined:
 				// the attribute holding it is skipped, not the log.
-				return missingRef{idx}, pos, nil
+				return MissingRef{idx}, pos, nil
 			}
 			o, err := s.lookup(idx, start)
 			if err != nil {
 				return nil, pos, err
 			}
 			var ok bool
-			if t, ok = o.(*tuple); !ok {
-				return nil, pos, fmt.Errorf("tuple reference at byte %d to index %d, a %s", start, idx, kindName(o))
+			if t, ok = o.(*Tuple); !ok {
+				return nil, pos, fmt.Errorf("tuple reference at byte %d to index %d, a %s", start, idx, KindName(o))
 			}
 		}
 		// Each entry takes at least two bytes: check before looping.
@@ -190,7 +199,7 @@ func (s *decodeState) value(pos, depth int) (value, int, error) {
 		}
 		for i := uint64(0); i < h.l; i++ {
 			var name string
-			var v value
+			var v Value
 			name, pos, err = s.name(pos)
 			if err != nil {
 				return nil, pos, err
@@ -203,9 +212,9 @@ func (s *decodeState) value(pos, depth int) (value, int, error) {
 		}
 		return t, pos, nil
 	case typeVector:
-		var vec *vector
+		var vec *Vector
 		if h.imm {
-			vec = &vector{}
+			vec = &Vector{}
 			s.d.dict = append(s.d.dict, vec)
 		} else {
 			idx, p, err := getVarint(s.b, pos)
@@ -218,23 +227,23 @@ func (s *decodeState) value(pos, depth int) (value, int, error) {
 				return nil, pos, err
 			}
 			var ok bool
-			if vec, ok = o.(*vector); !ok {
-				return nil, pos, fmt.Errorf("vector reference at byte %d to index %d, a %s", start, idx, kindName(o))
+			if vec, ok = o.(*Vector); !ok {
+				return nil, pos, fmt.Errorf("vector reference at byte %d to index %d, a %s", start, idx, KindName(o))
 			}
 		}
 		if h.l > uint64(len(s.b)-pos) {
 			return nil, pos, fmt.Errorf("vector at byte %d claims %d elements, only %d bytes left", start, h.l, len(s.b)-pos)
 		}
 		for i := 0; i < int(h.l); i++ {
-			var v value
+			var v Value
 			v, pos, err = s.value(pos, depth+1)
 			if err != nil {
 				return nil, pos, err
 			}
-			if i < len(vec.elems) {
-				vec.elems[i] = v
+			if i < len(vec.Elems) {
+				vec.Elems[i] = v
 			} else {
-				vec.elems = append(vec.elems, v)
+				vec.Elems = append(vec.Elems, v)
 			}
 		}
 		return vec, pos, nil
@@ -244,45 +253,45 @@ func (s *decodeState) value(pos, depth int) (value, int, error) {
 
 // apply sets or removes one attribute and counts it for the compaction
 // policy: an overwrite makes one entry obsolete, a removal two.
-func (s *decodeState) apply(t *tuple, name string, v value) {
+func (s *decodeState) apply(t *Tuple, name string, v Value) {
 	if name == "." || name == ".." {
 		return
 	}
-	s.d.entries++
-	_, had := t.attrs[name]
+	s.d.Entries++
+	_, had := t.Attrs[name]
 	if v == nil {
 		if had {
-			delete(t.attrs, name)
+			delete(t.Attrs, name)
 		}
-		s.d.obsolete += 2
+		s.d.Obsolete += 2
 		return
 	}
 	if had {
-		s.d.obsolete++
+		s.d.Obsolete++
 	}
-	t.attrs[name] = v
-	if m, ok := v.(missingRef); ok && len(s.d.missing) < maxProblems {
-		s.d.missing = append(s.d.missing, missingAt{t, name, m})
+	t.Attrs[name] = v
+	if m, ok := v.(MissingRef); ok && len(s.d.Missing) < MaxMissing {
+		s.d.Missing = append(s.d.Missing, MissingAt{t, name, m})
 	}
 }
 
-// encoder is the writing side of a log's dictionary: object identity →
+// Encoder is the writing side of a log's dictionary: object identity →
 // index (tuples and vectors by pointer, symbols by content).
-type encoder struct {
+type Encoder struct {
 	version int
 	next    uint64
 	syms    map[string]uint64
 	objs    map[any]uint64
 }
 
-func newEncoder() *encoder {
-	return &encoder{version: 5, next: 1, syms: map[string]uint64{}, objs: map[any]uint64{}}
+func NewEncoder() *Encoder {
+	return &Encoder{version: 5, next: 1, syms: map[string]uint64{}, objs: map[any]uint64{}}
 }
 
-// encoderFrom inverts a decoded dictionary so appends continue it.
-func encoderFrom(d *decoder) *encoder {
-	e := newEncoder()
-	e.next = d.next()
+// EncoderFrom inverts a decoded dictionary so appends continue it.
+func EncoderFrom(d *Decoder) *Encoder {
+	e := NewEncoder()
+	e.next = d.Next()
 	for i := 1; i < len(d.dict); i++ {
 		switch o := d.dict[i].(type) {
 		case string:
@@ -296,9 +305,16 @@ func encoderFrom(d *decoder) *encoder {
 	return e
 }
 
-func (e *encoder) has(o any) bool { _, ok := e.objs[o]; return ok }
+// Next is the index the next new tuple, vector or symbol will receive.
+func (e *Encoder) Next() uint64 { return e.next }
 
-func (e *encoder) name(b []byte, n string) []byte {
+// Index is the dictionary index of a tuple or vector already written (0:
+// none yet).
+func (e *Encoder) Index(o any) uint64 { return e.objs[o] }
+
+func (e *Encoder) Has(o any) bool { _, ok := e.objs[o]; return ok }
+
+func (e *Encoder) name(b []byte, n string) []byte {
 	if idx, ok := e.syms[n]; ok {
 		return putHeader(b, e.version, false, typeBuffer, idx)
 	}
@@ -310,18 +326,18 @@ func (e *encoder) name(b []byte, n string) []byte {
 
 // persistent lists the attributes of t that are written, sorted by name
 // so encodings are deterministic.
-func persistent(t *tuple) []string {
-	names := make([]string, 0, len(t.attrs))
-	for n, v := range t.attrs {
+func persistent(t *Tuple) []string {
+	names := make([]string, 0, len(t.Attrs))
+	for n, v := range t.Attrs {
 		if n == "." || n == ".." {
 			continue
 		}
-		if vt, ok := v.(*tuple); ok {
-			if _, skip := vt.attrs["no_encode"]; skip {
+		if vt, ok := v.(*Tuple); ok {
+			if _, skip := vt.Attrs["no_encode"]; skip {
 				continue
 			}
 		}
-		if _, missing := v.(missingRef); missing {
+		if _, missing := v.(MissingRef); missing {
 			continue
 		}
 		names = append(names, n)
@@ -330,67 +346,67 @@ func persistent(t *tuple) []string {
 	return names
 }
 
-// value appends v following §3.9. shallow asks that a tuple already in the
+// Value appends v following §3.9. shallow asks that a tuple already in the
 // dictionary be written as a zero-entry reference (rename and link emit
 // only the children EAVs, notes §10). visited holds the tuples written in
 // this entry: a second path to one is written as a zero-entry reference.
-func (e *encoder) value(b []byte, v value, visited map[any]bool, shallow bool) []byte {
+func (e *Encoder) Value(b []byte, v Value, visited map[any]bool, shallow bool) []byte {
 	switch x := v.(type) {
 	case nil:
 		return append(b, 0x80)
-	case bytesVal:
+	case Bytes:
 		typ := typeBuffer
-		if x.str && e.version == 5 {
+		if x.IsString && e.version == 5 {
 			typ = typeString
 		}
-		b = putHeader(b, e.version, true, typ, uint64(len(x.s)))
-		return append(b, x.s...)
-	case intVal:
+		b = putHeader(b, e.version, true, typ, uint64(len(x.Data)))
+		return append(b, x.Data...)
+	case Int:
 		if e.version == 4 {
-			s := fmt.Sprint(x.mag)
+			s := fmt.Sprint(x.Mag)
 			b = putHeader(b, 4, true, typeBuffer, uint64(len(s)))
 			return append(b, s...)
 		}
 		sign := uint64(0)
-		if x.neg {
+		if x.Neg {
 			sign = 1
 		}
 		b = putHeader(b, 5, true, typeInteger, sign)
-		return putVarint(b, x.mag)
-	case *vector:
+		return PutVarint(b, x.Mag)
+	case *Vector:
 		if idx, ok := e.objs[x]; ok {
 			if visited[x] || shallow {
 				b = putHeader(b, e.version, false, typeVector, 0)
-				return putVarint(b, idx)
+				return PutVarint(b, idx)
 			}
 			visited[x] = true
-			b = putHeader(b, e.version, false, typeVector, uint64(len(x.elems)))
-			b = putVarint(b, idx)
+			b = putHeader(b, e.version, false, typeVector, uint64(len(x.Elems)))
+			b = PutVarint(b, idx)
 		} else {
 			e.objs[x] = e.next
 			e.next++
 			visited[x] = true
-			b = putHeader(b, e.version, true, typeVector, uint64(len(x.elems)))
+			b = putHeader(b, e.version, true, typeVector, uint64(len(x.Elems)))
 		}
-		for _, el := range x.elems {
-			if t, ok := el.(*tuple); ok {
-				if _, skip := t.attrs["no_encode"]; skip {
+		for _, el := range x.Elems {
+			if t, ok := el.(*Tuple); ok {
+				if _, skip := t.Attrs["no_encode"]; skip {
 					el = nil
 				}
 			}
-			b = e.value(b, el, visited, false)
+			b = e.Value(b, el, visited, false)
 		}
 		return b
-	case *tuple:
+	case *Tuple:
 		if idx, ok := e.objs[x]; ok {
 			if visited[x] || shallow {
 				b = putHeader(b, e.version, false, typeTuple, 0)
-				return putVarint(b, idx)
+				return PutVarint(b, idx)
 			}
 			visited[x] = true
 			names := persistent(x)
 			b = putHeader(b, e.version, false, typeTuple, uint64(len(names)))
-			b = putVarint(b, idx)
+			b = PutVarint(b, idx)
 			return e.attrs(b, x, names, visited)
 		}
 		e.objs[x] = e.next
@@ -403,23 +419,23 @@ func (e *encoder) value(b []byte, v value, visited map[any]bool, shallow bool) [
 	panic(fmt.Sprintf("tfs: encode of unexpected %T", v))
 }
 
-func (e *encoder) attrs(b []byte, t *tuple, names []string, visited map[any]bool) []byte {
+func (e *Encoder) attrs(b []byte, t *Tuple, names []string, visited map[any]bool) []byte {
 	for _, n := range names {
 		b = e.name(b, n)
-		b = e.value(b, t.attrs[n], visited, false)
+		b = e.Value(b, t.Attrs[n], visited, false)
 	}
 	return b
 }
 
-// eav encodes one EAV entry (§3.8): target (already in the dictionary)
+// EAV encodes one EAV entry (§3.8): target (already in the dictionary)
 // gets attribute name set to v (nil removes it).
-func (e *encoder) eav(b []byte, target *tuple, name string, v value, shallow bool) []byte {
+func (e *Encoder) EAV(b []byte, target *Tuple, name string, v Value, shallow bool) []byte {
 	idx, ok := e.objs[target]
 	if !ok {
 		panic("tfs: EAV on a tuple that is not in the log")
 	}
 	b = putHeader(b, e.version, false, typeTuple, 1)
-	b = putVarint(b, idx)
+	b = PutVarint(b, idx)
 	b = e.name(b, name)
-	return e.value(b, v, map[any]bool{target: true}, shallow)
+	return e.Value(b, v, map[any]bool{target: true}, shallow)
 }

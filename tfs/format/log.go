@@ -1,4 +1,4 @@
-package tfs
+package format
 
 import (
 	"errors"
@@ -14,60 +14,75 @@ import (
 // records that carry encoded values. This file reads it.
 
 const (
-	blockSize = 512
+	BlockSize = 512
 
-	recEndOfLog     = 0x01
-	recAvailable    = 0x02
-	recExtended     = 0x03
-	recEndOfSegment = 0x04
-	recLink         = 0x05
+	RecEndOfLog     = 0x01
+	RecAvailable    = 0x02
+	RecExtended     = 0x03
+	RecEndOfSegment = 0x04
+	RecLink         = 0x05
 
-	extBlocks = 1024 // every extension after block 0 (§2.1)
+	ExtBlocks = 1024 // every extension after block 0 (§2.1)
 	// maxLinkBlocks bounds the extension a link may announce: replay reads
 	// an extension whole, and Nanos, ops and tfsmount all make 1024-block
 	// ones, so a larger claim is a crafted image asking for memory.
-	maxLinkBlocks = 16 * extBlocks
-	maxLabel      = 31
+	maxLinkBlocks = 16 * ExtBlocks
+	MaxLabel      = 31
 )
 
-// extension is one contiguous run of log blocks.
-type extension struct {
-	start, nblocks uint64
-	version        int
+// ExtensionHeader is the header that starts every extension after block 0:
+// the magic, version 5 and the extension's length in blocks.
+func ExtensionHeader(size uint64) []byte {
+	b := append([]byte(Magic), 5)
+	return PutVarint(b, size)
 }
 
-// logState is what replay learns about the log beyond the object graph:
+// Castagnoli is the CRC-32C table. The checksum of a log's first record
+// tells log generations apart (tfs uses it in inode numbers).
+var Castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// MaxMissing bounds the references to undefined indices a Decoder lists:
+// a hostile log could otherwise make the list as long as the log.
+const MaxMissing = 10000
+
+// Extension is one contiguous run of log blocks.
+type Extension struct {
+	Start, NBlocks uint64
+	Version        int
+}
+
+// Log is what replay learns about the log beyond the object graph:
 // enough to append to it byte-compatibly (§3.10).
-type logState struct {
-	uuid    [16]byte
-	label   string
-	exts    []extension // the chain in order; exts[0] is block 0
-	lastBuf []byte      // contents of the last extension
-	endPos  int         // offset of END_OF_LOG in lastBuf
-	// dangling: the log ended inside a value (§6.4); appends would make the
+type Log struct {
+	UUID    [16]byte
+	Label   string
+	Exts    []Extension // the chain in order; exts[0] is block 0
+	LastBuf []byte      // contents of the last extension
+	EndPos  int         // offset of END_OF_LOG in lastBuf
+	// Dangling: the log ended inside a value (§6.4); appends would make the
 	// next mount fail, so the writer rebuilds the log first.
-	dangling bool
-	// torn: a crash left the log with a torn tail, which replay ended at
+	Dangling bool
+	// Torn: a crash left the log with a Torn tail, which replay ended at
 	// (nil: the log ended at its END_OF_LOG).
-	torn    *tornTail
-	dec     *decoder
-	records uint64 // complete values decoded
-	// firstSum is the CRC-32C of the first value (the root record): it
+	Torn    *TornTail
+	Dec     *Decoder
+	Records uint64 // complete values decoded
+	// FirstSum is the CRC-32C of the first value (the root record): it
 	// names this log generation (ino.go). A compaction sets it for the
 	// log it writes.
-	firstSum uint32
+	FirstSum uint32
 }
 
-func (l *logState) last() extension { return l.exts[len(l.exts)-1] }
+func (l *Log) Last() Extension { return l.Exts[len(l.Exts)-1] }
 
 // extHeader parses an extension header at b[0:]; for the initial extension
 // it also returns the UUID and label. It returns the offset after it.
 func extHeader(b []byte, initial bool) (version int, size uint64, uuid [16]byte, label string, pos int, err error) {
-	if len(b) < len(magic) || string(b[:len(magic)]) != magic {
-		n := min(len(b), len(magic))
-		return 0, 0, uuid, "", 0, fmt.Errorf("bad magic % x, want %q: %w", b[:n], magic, errNoHeader)
+	if len(b) < len(Magic) || string(b[:len(Magic)]) != Magic {
+		n := min(len(b), len(Magic))
+		return 0, 0, uuid, "", 0, fmt.Errorf("bad magic % x, want %q: %w", b[:n], Magic, errNoHeader)
 	}
-	pos = len(magic)
+	pos = len(Magic)
 	v, pos, err := getVarint(b, pos)
 	if err != nil {
 		return 0, 0, uuid, "", pos, fmt.Errorf("version: %w", err)
@@ -88,14 +103,14 @@ func extHeader(b []byte, initial bool) (version int, size uint64, uuid [16]byte,
 	copy(uuid[:], b[pos:pos+16])
 	pos += 16
 	end := -1
-	for i := pos; i < len(b) && i <= pos+maxLabel; i++ {
+	for i := pos; i < len(b) && i <= pos+MaxLabel; i++ {
 		if b[i] == 0 {
 			end = i
 			break
 		}
 	}
 	if end < 0 {
-		return 0, 0, uuid, "", pos, fmt.Errorf("label at byte %d has no NUL within %d bytes", pos, maxLabel+1)
+		return 0, 0, uuid, "", pos, fmt.Errorf("label at byte %d has no NUL within %d bytes", pos, MaxLabel+1)
 	}
 	label = string(b[pos:end])
 	if !utf8.ValidString(label) {
@@ -104,16 +119,16 @@ func extHeader(b []byte, initial bool) (version int, size uint64, uuid [16]byte,
 	return int(v), size, uuid, label, end + 1, nil
 }
 
-// logPos is a place in the log: byte pos of the extension at block ext.
-type logPos struct {
-	ext uint64
-	pos int
+// LogPos is a place in the log: byte pos of the extension at block ext.
+type LogPos struct {
+	Ext uint64
+	Pos int
 }
 
-// tornTail says where a log that a crash cut short was ended, and why.
-type tornTail struct {
-	at  logPos
-	why string
+// TornTail says where a log that a crash cut short was ended, and why.
+type TornTail struct {
+	At  LogPos
+	Why string
 }
 
 // logFailure is where replay stopped on something it could not read: the
@@ -121,16 +136,16 @@ type tornTail struct {
 // and the record that failed.
 type logFailure struct {
 	err    error
-	ext    extension
+	ext    Extension
 	buf    []byte // nil when the extension itself could not be read
 	starts []int  // record start offsets in buf, in order; the failing record last
 	ends   []int  // where each of those records ends (the failing one: as far as it could be read)
 	// link, if not nil: the failure is reading the extension a link
 	// announced, and this is where the link record is.
-	link *logPos
+	link *LogPos
 }
 
-// readLog replays the log of a volume of volBlocks blocks and returns it
+// ReadLog replays the log of a volume of volBlocks blocks and returns it
 // with the blocks it occupies reserved in a new allocator of the volume.
 // Every extension it follows is reserved, which therefore rejects links
 // that overlap the chain itself (cycles) or block 0. Memory is bounded by
@@ -140,9 +155,9 @@ type logFailure struct {
 // tail begins, and l.torn says so. Anything else unreadable is an error,
 // unless salvage is set (fsck --repair): then the log ends before the
 // first record that cannot be read, wherever it is.
-func readLog(dev blockdev.Device, volBlocks uint64, salvage bool) (*logState, *heap.Ranges, error) {
+func ReadLog(dev blockdev.Device, volBlocks uint64, salvage bool) (*Log, *heap.Ranges, error) {
 	used := heap.NewRanges(volBlocks)
-	l, fail := replay(dev, volBlocks, used, nil)
+	l, fail := Replay(dev, volBlocks, used, nil)
 	if fail == nil {
 		return l, used, nil
 	}
@@ -157,11 +172,11 @@ func readLog(dev blockdev.Device, volBlocks uint64, salvage bool) (*logState, *h
 	// Replay again up to the cut: the failing records may have changed the
 	// object graph before they failed.
 	used = heap.NewRanges(volBlocks)
-	l, fail2 := replay(dev, volBlocks, used, &at)
+	l, fail2 := Replay(dev, volBlocks, used, &at)
 	if fail2 != nil {
 		return nil, nil, fail2.err
 	}
-	l.torn = &tornTail{at: at, why: fmt.Sprintf("%s: %v", why, fail.err)}
+	l.Torn = &TornTail{At: at, Why: fmt.Sprintf("%s: %v", why, fail.err)}
 	return l, used, nil
 }
 
@@ -179,47 +194,47 @@ func readLog(dev blockdev.Device, volBlocks uint64, salvage bool) (*logState, *h
 // an extension has a header (so the first shape does not apply) and is
 // only reached through a link (so the second applies to it only if it is
 // also zeros from some point on, which a log image never is).
-func tornTailAt(f *logFailure) (logPos, string, bool) {
+func tornTailAt(f *logFailure) (LogPos, string, bool) {
 	if f.link != nil {
 		if errors.Is(f.err, errNoHeader) {
 			return *f.link, "link to an extension that was never written", true
 		}
-		return logPos{}, "", false
+		return LogPos{}, "", false
 	}
 	if f.buf == nil {
-		return logPos{}, "", false
+		return LogPos{}, "", false
 	}
 	z := zeroSuffix(f.buf)
 	if z >= len(f.buf) {
-		return logPos{}, "", false
+		return LogPos{}, "", false
 	}
 	for i, st := range f.starts {
 		if st >= z || f.ends[i] > z {
-			return logPos{ext: f.ext.start, pos: st}, "record cut short by a torn write", true
+			return LogPos{Ext: f.ext.Start, Pos: st}, "record cut short by a torn write", true
 		}
 	}
-	return logPos{}, "", false
+	return LogPos{}, "", false
 }
 
 // salvagePoint is where fsck --repair ends a log that tornTailAt could not
 // explain: before the failing record, or at the link to an unreadable
 // extension. A log whose block 0 cannot be read has no such place.
-func salvagePoint(f *logFailure) (logPos, bool) {
+func salvagePoint(f *logFailure) (LogPos, bool) {
 	switch {
 	case f.link != nil:
 		return *f.link, true
 	case len(f.starts) > 0:
-		return logPos{ext: f.ext.start, pos: f.starts[len(f.starts)-1]}, true
+		return LogPos{Ext: f.ext.Start, Pos: f.starts[len(f.starts)-1]}, true
 	}
-	return logPos{}, false
+	return LogPos{}, false
 }
 
 // zeroSuffix is the smallest block-aligned offset from which buf is all
 // zeros (len(buf) if its last block is not).
 func zeroSuffix(buf []byte) int {
 	z := len(buf)
-	for z >= blockSize {
-		blk := buf[z-blockSize : z]
+	for z >= BlockSize {
+		blk := buf[z-BlockSize : z]
 		allZero := true
 		for _, c := range blk {
 			if c != 0 {
@@ -230,7 +245,7 @@ func zeroSuffix(buf []byte) int {
 		if !allZero {
 			break
 		}
-		z -= blockSize
+		z -= BlockSize
 	}
 	return z
 }
@@ -238,12 +253,12 @@ func zeroSuffix(buf []byte) int {
 // errNoHeader marks an extension without the TFS magic.
 var errNoHeader = errors.New("no TFS extension header")
 
-// replay reads the chain from block 0, applying every record, until the
+// Replay reads the chain from block 0, applying every record, until the
 // END_OF_LOG, or until stop (which is then treated as the END_OF_LOG), or
 // until something cannot be read (fail says what and where).
-func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logPos) (*logState, *logFailure) {
-	l := &logState{dec: newDecoder()}
-	ext := extension{start: 0, nblocks: 1}
+func Replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *LogPos) (*Log, *logFailure) {
+	l := &Log{Dec: NewDecoder()}
+	ext := Extension{Start: 0, NBlocks: 1}
 	if err := used.Reserve(0, 1); err != nil {
 		return nil, &logFailure{err: fmt.Errorf("log extension at block 0: %w", err)}
 	}
@@ -251,37 +266,37 @@ func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logP
 	var pendingTotal uint64
 	var pendingVersion int
 	pendingAt := ""
-	var link *logPos // the link that led to ext, for a failure reading it
+	var link *LogPos // the link that led to ext, for a failure reading it
 	for {
-		buf := make([]byte, ext.nblocks*blockSize)
-		if err := blockdev.ReadAt(dev, buf, int64(ext.start)*blockSize); err != nil {
-			return nil, &logFailure{err: fmt.Errorf("read log extension at block %d: %w", ext.start, err), ext: ext, link: link}
+		buf := make([]byte, ext.NBlocks*BlockSize)
+		if err := blockdev.ReadAt(dev, buf, int64(ext.Start)*BlockSize); err != nil {
+			return nil, &logFailure{err: fmt.Errorf("read log extension at block %d: %w", ext.Start, err), ext: ext, link: link}
 		}
-		where := func(pos int) string { return fmt.Sprintf("log extension at block %d, byte %d", ext.start, pos) }
-		initial := ext.start == 0 && len(l.exts) == 0
+		where := func(pos int) string { return fmt.Sprintf("log extension at block %d, byte %d", ext.Start, pos) }
+		initial := ext.Start == 0 && len(l.Exts) == 0
 		version, size, uuid, label, pos, err := extHeader(buf, initial)
-		if err == nil && size != ext.nblocks {
-			err = fmt.Errorf("header says %d blocks, but the link gave %d", size, ext.nblocks)
+		if err == nil && size != ext.NBlocks {
+			err = fmt.Errorf("header says %d blocks, but the link gave %d", size, ext.NBlocks)
 		}
 		if err != nil {
 			return nil, &logFailure{err: fmt.Errorf("%s: header: %w", where(0), err), ext: ext, link: link}
 		}
 		if initial {
-			l.uuid, l.label = uuid, label
+			l.UUID, l.Label = uuid, label
 		}
-		ext.version = version
-		l.exts = append(l.exts, ext)
+		ext.Version = version
+		l.Exts = append(l.Exts, ext)
 		f := &logFailure{ext: ext, buf: buf}
 		// fail records the failing record, which starts at recPos and
 		// reaches (by what could be read of it) to end, and returns the
 		// failure.
-		fail := func(recPos, end int, format string, args ...any) (*logState, *logFailure) {
+		fail := func(recPos, end int, format string, args ...any) (*Log, *logFailure) {
 			f.err = fmt.Errorf("%s: %s", where(recPos), fmt.Sprintf(format, args...))
 			f.starts = append(f.starts, recPos)
 			f.ends = append(f.ends, end)
 			return nil, f
 		}
-		var next *extension
+		var next *Extension
 	records:
 		for {
 			if pos >= len(buf) {
@@ -289,20 +304,20 @@ func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logP
 			}
 			recPos := pos
 			rec := buf[pos]
-			if stop != nil && stop.ext == ext.start && stop.pos == recPos {
-				rec = recEndOfLog
+			if stop != nil && stop.Ext == ext.Start && stop.Pos == recPos {
+				rec = RecEndOfLog
 			}
 			pos++
 			switch rec {
-			case recEndOfSegment:
-			case recEndOfLog:
+			case RecEndOfSegment:
+			case RecEndOfLog:
 				if pending != nil {
-					l.dangling = true
+					l.Dangling = true
 				}
-				l.lastBuf = buf
-				l.endPos = recPos
+				l.LastBuf = buf
+				l.EndPos = recPos
 				return l, nil
-			case recLink:
+			case RecLink:
 				var s, n uint64
 				if s, pos, err = getVarint(buf, pos); err == nil {
 					n, pos, err = getVarint(buf, pos)
@@ -322,10 +337,10 @@ func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logP
 				if err := used.Reserve(s, n); err != nil {
 					return fail(recPos, pos, "LOG_EXTENSION_LINK to [%d,+%d) overlaps the log (a cycle?) or other used blocks", s, n)
 				}
-				next = &extension{start: s, nblocks: n}
-				link = &logPos{ext: ext.start, pos: recPos}
+				next = &Extension{Start: s, NBlocks: n}
+				link = &LogPos{Ext: ext.Start, Pos: recPos}
 				break records
-			case recAvailable:
+			case RecAvailable:
 				var total, n uint64
 				if total, pos, err = getVarint(buf, pos); err == nil {
 					n, pos, err = getVarint(buf, pos)
@@ -342,7 +357,7 @@ func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logP
 				if n >= uint64(len(buf)-pos) {
 					return fail(recPos, pos, "TUPLE_AVAILABLE of %d bytes exceeds the %d bytes left", n, len(buf)-pos)
 				}
-				if total > volBlocks*blockSize {
+				if total > volBlocks*BlockSize {
 					return fail(recPos, pos, "TUPLE_AVAILABLE total of %d bytes is larger than the volume", total)
 				}
 				chunk := buf[pos : pos+int(n)]
@@ -356,7 +371,7 @@ func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logP
 				}
 				pending = append(make([]byte, 0, min(total, 1<<20)), chunk...)
 				pendingTotal, pendingVersion, pendingAt = total, version, where(recPos)
-			case recExtended:
+			case RecExtended:
 				var n uint64
 				if n, pos, err = getVarint(buf, pos); err != nil {
 					return fail(recPos, pos, "TUPLE_EXTENDED: %v", err)
@@ -381,7 +396,7 @@ func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logP
 			default:
 				return fail(recPos, pos, "unknown record type 0x%02x", rec)
 			}
-			if rec != recAvailable || pending != nil {
+			if rec != RecAvailable || pending != nil {
 				f.starts, f.ends = append(f.starts, recPos), append(f.ends, pos)
 			}
 		}
@@ -389,8 +404,8 @@ func replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *logP
 	}
 }
 
-func (l *logState) decode(b []byte, version int) error {
-	if l.records == 0 {
+func (l *Log) decode(b []byte, version int) error {
+	if l.Records == 0 {
 		// Index 1 must be the root: the first item an immediate tuple.
 		h, _, err := getHeader(b, 0, version)
 		if err != nil {
@@ -399,11 +414,11 @@ func (l *logState) decode(b []byte, version int) error {
 		if !h.imm || h.typ != typeTuple {
 			return fmt.Errorf("first record does not start with an immediate tuple (the root)")
 		}
-		l.firstSum = crc32.Checksum(b, castagnoli)
+		l.FirstSum = crc32.Checksum(b, Castagnoli)
 	}
-	if _, err := l.dec.decodeEntry(b, version); err != nil {
+	if _, err := l.Dec.DecodeEntry(b, version); err != nil {
 		return err
 	}
-	l.records++
+	l.Records++
 	return nil
 }

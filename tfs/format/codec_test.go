@@ -1,4 +1,4 @@
-package tfs
+package format
 
 import (
 	"bytes"
@@ -24,7 +24,7 @@ func TestVarintTable(t *testing.T) {
 		hex string
 	}{{0, "00"}, {5, "05"}, {127, "7f"}, {128, "8100"}, {300, "822c"}, {1024, "8800"}, {3073, "9801"},
 		{1<<64 - 1, "81ffffffffffffffff7f"}} {
-		got := putVarint(nil, c.v)
+		got := PutVarint(nil, c.v)
 		if hex.EncodeToString(got) != c.hex {
 			t.Errorf("putVarint(%d) = %x, want %s", c.v, got, c.hex)
 		}
@@ -82,47 +82,47 @@ func TestHeaderTable(t *testing.T) {
 // Values of §3.6/§3.7: integers, strings, buffers, absence, null; numbers
 // written as text are read as numbers.
 func TestValueKinds(t *testing.T) {
-	d := newDecoder()
+	d := NewDecoder()
 	entry := unhex(t, "94 81 61 b0 9801  81 62 c3 616263  81 63 81 00  81 64 b1 05")
-	v, err := d.decodeEntry(entry, 5)
+	v, err := d.DecodeEntry(entry, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := v.(*tuple)
-	if n, ok := numberOf(root.attrs["a"]); !ok || n != 3073 {
-		t.Errorf("a = %v", root.attrs["a"])
+	root := v.(*Tuple)
+	if n, ok := NumberOf(root.Attrs["a"]); !ok || n != 3073 {
+		t.Errorf("a = %v", root.Attrs["a"])
 	}
-	if s, ok := textOf(root.attrs["b"]); !ok || s != "abc" || !root.attrs["b"].(bytesVal).str {
-		t.Errorf("b = %v", root.attrs["b"])
+	if s, ok := TextOf(root.Attrs["b"]); !ok || s != "abc" || !root.Attrs["b"].(Bytes).IsString {
+		t.Errorf("b = %v", root.Attrs["b"])
 	}
-	if root.attrs["c"] != nullMarker {
-		t.Errorf("c = %#v, want the null marker", root.attrs["c"])
+	if root.Attrs["c"] != NullMarker {
+		t.Errorf("c = %#v, want the null marker", root.Attrs["c"])
 	}
-	if x := root.attrs["d"].(intVal); !x.neg || x.mag != 5 {
+	if x := root.Attrs["d"].(Int); !x.Neg || x.Mag != 5 {
 		t.Errorf("d = %v", x)
 	}
-	if _, ok := numberOf(root.attrs["d"]); ok {
+	if _, ok := NumberOf(root.Attrs["d"]); ok {
 		t.Error("a negative integer read as a size")
 	}
 	// Removal with the empty buffer, and an overwrite: 1 + 2 obsolete.
-	if _, err := d.decodeEntry(unhex(t, "1101 03 80"), 5); err != nil {
+	if _, err := d.DecodeEntry(unhex(t, "1101 03 80"), 5); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.decodeEntry(unhex(t, "1101 02 c1 7a"), 5); err != nil {
+	if _, err := d.DecodeEntry(unhex(t, "1101 02 c1 7a"), 5); err != nil {
 		t.Fatal(err)
 	}
-	if _, has := root.attrs["b"]; has {
+	if _, has := root.Attrs["b"]; has {
 		t.Error("b not removed")
 	}
-	if s, _ := textOf(root.attrs["a"]); s != "z" || d.obsolete != 3 || d.entries != 6 {
-		t.Errorf("a=%v obsolete=%d entries=%d", root.attrs["a"], d.obsolete, d.entries)
+	if s, _ := TextOf(root.Attrs["a"]); s != "z" || d.Obsolete != 3 || d.Entries != 6 {
+		t.Errorf("a=%v obsolete=%d entries=%d", root.Attrs["a"], d.Obsolete, d.Entries)
 	}
 	for _, c := range []struct {
-		v    value
+		v    Value
 		want uint64
 		ok   bool
-	}{{bytesVal{s: "123"}, 123, true}, {strOf("4096"), 4096, true}, {strOf("12x"), 0, false}, {strOf(""), 0, false}, {newTuple(), 0, false}} {
-		if n, ok := numberOf(c.v); n != c.want || ok != c.ok {
+	}{{Bytes{Data: "123"}, 123, true}, {StrOf("4096"), 4096, true}, {StrOf("12x"), 0, false}, {StrOf(""), 0, false}, {NewTuple(), 0, false}} {
+		if n, ok := NumberOf(c.v); n != c.want || ok != c.ok {
 			t.Errorf("numberOf(%v) = %d,%v", c.v, n, ok)
 		}
 	}
@@ -139,13 +139,13 @@ func TestWorkedExample(t *testing.T) {
 	if len(rec1) != 46 || len(rec2) != 11 || len(rec3) != 37 || len(rec4) != 16 {
 		t.Fatalf("record lengths %d %d %d %d", len(rec1), len(rec2), len(rec3), len(rec4))
 	}
-	d := newDecoder()
-	if _, err := d.decodeEntry(rec1, 5); err != nil {
+	d := NewDecoder()
+	if _, err := d.DecodeEntry(rec1, 5); err != nil {
 		t.Fatal(err)
 	}
 	wantDict := map[int]string{1: "tuple", 2: "children", 3: "tuple", 4: "hello", 5: "tuple", 6: "ln", 7: "tuple", 8: "linktarget", 9: "d", 10: "tuple", 11: "tuple"}
 	for i, w := range wantDict {
-		got := kindName(d.dict[i])
+		got := KindName(d.dict[i])
 		if s, ok := d.dict[i].(string); ok {
 			got = s
 		}
@@ -153,62 +153,62 @@ func TestWorkedExample(t *testing.T) {
 			t.Errorf("index %d = %s, want %s", i, got, w)
 		}
 	}
-	enc := encoderFrom(d)
-	hello := d.dict[5].(*tuple)
-	ext := newTuple()
-	if got := enc.eav(nil, hello, "extents", ext, false); !bytes.Equal(got, rec2) {
+	enc := EncoderFrom(d)
+	hello := d.dict[5].(*Tuple)
+	ext := NewTuple()
+	if got := enc.EAV(nil, hello, "extents", ext, false); !bytes.Equal(got, rec2) {
 		t.Errorf("record 2: % x\nwant      % x", got, rec2)
 	}
-	hello.attrs["extents"] = ext
-	x := newTuple()
-	x.attrs["offset"] = intOf(3073)
-	x.attrs["length"] = intOf(1)
-	x.attrs["allocated"] = intOf(1)
+	hello.Attrs["extents"] = ext
+	x := NewTuple()
+	x.Attrs["offset"] = IntOf(3073)
+	x.Attrs["length"] = IntOf(1)
+	x.Attrs["allocated"] = IntOf(1)
 	// The doc's order is offset, length, allocated; the encoder sorts
 	// names, so compare a decode of both instead of raw bytes.
-	got3 := enc.eav(nil, ext, "0", x, false)
+	got3 := enc.EAV(nil, ext, "0", x, false)
 	if len(got3) != len(rec3) {
 		t.Errorf("record 3 is %d bytes, want %d", len(got3), len(rec3))
 	}
-	if got := enc.eav(nil, hello, "filelength", intOf(3), false); !bytes.Equal(got, rec4[:2]) && !bytes.Equal(got, rec4) {
+	if got := enc.EAV(nil, hello, "filelength", IntOf(3), false); !bytes.Equal(got, rec4[:2]) && !bytes.Equal(got, rec4) {
 		t.Errorf("record 4: % x\nwant      % x", got, rec4)
 	}
 	// Decoding the doc's records 2-4 after record 1 rebuilds the file.
-	d2 := newDecoder()
+	d2 := NewDecoder()
 	for _, r := range [][]byte{rec1, rec2, rec3, rec4} {
-		if _, err := d2.decodeEntry(r, 5); err != nil {
+		if _, err := d2.DecodeEntry(r, 5); err != nil {
 			t.Fatal(err)
 		}
 	}
-	h := d2.dict[5].(*tuple)
-	e0 := h.attrs["extents"].(*tuple).attrs["0"].(*tuple)
-	if o, _ := numberOf(e0.attrs["offset"]); o != 3073 {
+	h := d2.dict[5].(*Tuple)
+	e0 := h.Attrs["extents"].(*Tuple).Attrs["0"].(*Tuple)
+	if o, _ := NumberOf(e0.Attrs["offset"]); o != 3073 {
 		t.Errorf("offset %d", o)
 	}
-	if n, _ := numberOf(h.attrs["filelength"]); n != 3 || len(d2.dict)-1 != 19 {
+	if n, _ := NumberOf(h.Attrs["filelength"]); n != 3 || len(d2.dict)-1 != 19 {
 		t.Errorf("filelength %d, dictionary size %d (want 3, 19)", n, len(d2.dict)-1)
 	}
 	// Identity: the symlink target references no index; "children" of d
 	// is the same symbol as the root's.
-	if d2.dict[10].(*tuple).attrs["children"] == nil {
+	if d2.dict[10].(*Tuple).Attrs["children"] == nil {
 		t.Error("d lost its children")
 	}
 }
 
 // Version 4 values: one type bit, text numbers.
 func TestV4Values(t *testing.T) {
-	d := newDecoder()
+	d := NewDecoder()
 	// v4: immediate tuple of 2: "a" -> "12" (buffer), "t" -> {} (tuple).
-	v, err := d.decodeEntry(unhex(t, "c2 81 61 82 3132 81 74 c0"), 4)
+	v, err := d.DecodeEntry(unhex(t, "c2 81 61 82 3132 81 74 c0"), 4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := v.(*tuple)
-	if n, ok := numberOf(r.attrs["a"]); !ok || n != 12 {
-		t.Errorf("a = %v", r.attrs["a"])
+	r := v.(*Tuple)
+	if n, ok := NumberOf(r.Attrs["a"]); !ok || n != 12 {
+		t.Errorf("a = %v", r.Attrs["a"])
 	}
-	if _, ok := r.attrs["t"].(*tuple); !ok {
-		t.Errorf("t = %v", r.attrs["t"])
+	if _, ok := r.Attrs["t"].(*Tuple); !ok {
+		t.Errorf("t = %v", r.Attrs["t"])
 	}
 }
 
@@ -216,53 +216,55 @@ func TestV4Values(t *testing.T) {
 // attributes, zero-entry references for second paths and shallow EAVs,
 // no_encode skipped.
 func TestEncoderRules(t *testing.T) {
-	e := newEncoder()
-	root := dirT(nil)
-	f := fileT(nil)
-	hidden := newTuple()
-	hidden.attrs["no_encode"] = nullMarker
-	c := root.attrs["children"].(*tuple)
-	c.attrs["a"] = f
-	c.attrs["b"] = f
-	c.attrs["h"] = hidden
-	b := e.value(nil, root, map[any]bool{}, false)
-	d := newDecoder()
-	v, err := d.decodeEntry(b, 5)
+	e := NewEncoder()
+	root := NewTuple()
+	root.Attrs["children"] = NewTuple()
+	f := NewTuple()
+	f.Attrs["extents"] = NewTuple()
+	hidden := NewTuple()
+	hidden.Attrs["no_encode"] = NullMarker
+	c := root.Attrs["children"].(*Tuple)
+	c.Attrs["a"] = f
+	c.Attrs["b"] = f
+	c.Attrs["h"] = hidden
+	b := e.Value(nil, root, map[any]bool{}, false)
+	d := NewDecoder()
+	v, err := d.DecodeEntry(b, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dc := v.(*tuple).attrs["children"].(*tuple)
-	if dc.attrs["a"] != dc.attrs["b"] {
+	dc := v.(*Tuple).Attrs["children"].(*Tuple)
+	if dc.Attrs["a"] != dc.Attrs["b"] {
 		t.Error("hard link identity lost")
 	}
-	if _, has := dc.attrs["h"]; has {
+	if _, has := dc.Attrs["h"]; has {
 		t.Error("no_encode child was written")
 	}
 	// A deep EAV re-serialises f by reference with its attributes; a
 	// shallow one is a reference with zero entries.
-	deep := e.eav(nil, c, "x", f, false)
-	shallow := e.eav(nil, c, "y", f, true)
+	deep := e.EAV(nil, c, "x", f, false)
+	shallow := e.EAV(nil, c, "y", f, true)
 	if len(shallow) >= len(deep) || shallow[len(shallow)-2] != 0x10 {
 		t.Errorf("shallow % x, deep % x", shallow, deep)
 	}
 	for _, r := range [][]byte{deep, shallow} {
-		if _, err := d.decodeEntry(r, 5); err != nil {
+		if _, err := d.DecodeEntry(r, 5); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if dc.attrs["x"] != dc.attrs["a"] || dc.attrs["y"] != dc.attrs["a"] {
+	if dc.Attrs["x"] != dc.Attrs["a"] || dc.Attrs["y"] != dc.Attrs["a"] {
 		t.Error("EAV references do not resolve to the same object")
 	}
 }
 
 func TestTimeConversion(t *testing.T) {
 	for _, c := range []struct{ sec, nsec int64 }{{0, 0}, {1700000000, 0}, {1700000000, 1}, {1609459201, 500000000}, {1<<31 + 5, 999999999}} {
-		tm := tfsToTime(timeToTFS(timeUnix(c.sec, c.nsec)))
+		tm := Time(Timestamp(timeUnix(c.sec, c.nsec)))
 		if tm.Unix() != c.sec || int64(tm.Nanosecond()) != c.nsec {
 			t.Errorf("%d.%09d round-trips to %d.%09d", c.sec, c.nsec, tm.Unix(), tm.Nanosecond())
 		}
 	}
-	if raw := timeToTFS(timeUnix(1609459200, 0)); raw != 6912574628246323200 {
+	if raw := Timestamp(timeUnix(1609459200, 0)); raw != 6912574628246323200 {
 		t.Errorf("raw %d", raw)
 	}
 }
