@@ -21,15 +21,21 @@ type Config struct {
 	// The pool's own budget applies as well.
 	Budget int64
 	// WritebackDelay is how old dirty data may get before the timer writes
-	// it back (0: 5s); a negative value disables the timer.
+	// it back (0: DefaultWritebackDelay); a negative value disables the
+	// timer.
 	WritebackDelay time.Duration
 	// Logf receives device and write-back errors, rate-limited. May be nil.
 	Logf func(format string, args ...any)
 }
 
+// DefaultWritebackDelay is how old dirty data may get before the timer
+// writes it back when Config.WritebackDelay is 0. tfs writes staged
+// metadata at the same interval, so this is the one write-back delay of a
+// mount (README.md, Durability).
+const DefaultWritebackDelay = 2 * time.Second
+
 const (
 	defaultBudget = 64 << 20
-	defaultDelay  = 5 * time.Second
 	// maxRunPages bounds one fill or write-back request (1 MiB).
 	maxRunPages = 256
 	// evictBatch is how many pages an allocation evicts at once when
@@ -144,7 +150,7 @@ func New(cfg Config) (*Cache, error) {
 	}
 	delay := cfg.WritebackDelay
 	if delay == 0 {
-		delay = defaultDelay
+		delay = DefaultWritebackDelay
 	}
 	c := &Cache{
 		dev:       cfg.Device,

@@ -128,7 +128,7 @@ type Options struct {
 	// Queue is the bhqueue that device completions arrive on.
 	Queue *bh.Queue
 	// WritebackDelay is how long dirty data and metadata may wait before
-	// being written (0: a default of a few seconds).
+	// being written (0: pagecache.DefaultWritebackDelay).
 	WritebackDelay time.Duration
 	// Logf receives errors found in the background (failed write-backs
 	// and reads of the data cache), rate-limited. nil: not logged.

@@ -12,6 +12,7 @@ import (
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/heap"
+	"github.com/tfsmount/tfsmount/pagecache"
 )
 
 // FS is one mounted TFS volume.
@@ -188,7 +189,7 @@ func (fs *FS) start(opts Options, problems []problem) error {
 	}
 	fs.delay = opts.WritebackDelay
 	if fs.delay <= 0 {
-		fs.delay = 2 * time.Second
+		fs.delay = pagecache.DefaultWritebackDelay
 	}
 	if fs.data, err = newDataCache(fs, opts); err != nil {
 		return err
