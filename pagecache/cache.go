@@ -17,7 +17,8 @@ type Config struct {
 	Device blockdev.Device
 	Queue  *bh.Queue
 	Pool   *heap.PagePool
-	// Budget is how many bytes of pages the cache may hold (0: 64 MiB).
+	// Budget is how many bytes of pages the cache may hold (0:
+	// DefaultBudget).
 	// The pool's own budget applies as well.
 	Budget int64
 	// WritebackDelay is how old dirty data may get before the timer writes
@@ -34,8 +35,12 @@ type Config struct {
 // mount (README.md, Durability).
 const DefaultWritebackDelay = 2 * time.Second
 
+// DefaultBudget is the cache budget in bytes when none is configured:
+// Config.Budget 0, tfs.Options.CacheSize 0, and tfsmount without
+// cache_size=.
+const DefaultBudget = 256 << 20
+
 const (
-	defaultBudget = 64 << 20
 	// maxRunPages bounds one fill or write-back request (1 MiB).
 	maxRunPages = 256
 	// evictBatch is how many pages an allocation evicts at once when
@@ -143,7 +148,7 @@ func New(cfg Config) (*Cache, error) {
 	}
 	budget := cfg.Budget
 	if budget == 0 {
-		budget = defaultBudget
+		budget = DefaultBudget
 	}
 	if budget < 2*PageSize {
 		return nil, fmt.Errorf("pagecache: budget of %d bytes is below two pages", budget)

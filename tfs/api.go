@@ -121,7 +121,8 @@ type Options struct {
 	// Partition selects the volume in a partitioned image: "" or "root"
 	// (default), "boot", or a decimal byte offset into the device.
 	Partition string
-	// CacheSize is the pagecache budget in bytes (0: a default).
+	// CacheSize is the pagecache budget in bytes (0:
+	// pagecache.DefaultBudget).
 	CacheSize int64
 	// Pool supplies page buffers (nil: one sized from CacheSize).
 	Pool *heap.PagePool

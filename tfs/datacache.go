@@ -15,7 +15,7 @@ type pageCache struct {
 func newDataCache(fs *FS, opts Options) (dataCache, error) {
 	budget := opts.CacheSize
 	if budget <= 0 {
-		budget = 64 << 20
+		budget = pagecache.DefaultBudget
 	}
 	pool := opts.Pool
 	if pool == nil {

@@ -20,7 +20,7 @@ type mountOptions struct {
 	// NoDefaultPermissions: no_default_permissions was asked for, so
 	// allow_other does not turn default_permissions on.
 	NoDefaultPermissions bool
-	CacheSize            int64  // pagecache budget in bytes; 0: the default
+	CacheSize            int64  // pagecache budget in bytes; 0: pagecache.DefaultBudget
 	IO                   string // auto, uring or sync
 	Partition            string // root, boot or a byte offset
 	FsName               string // "": the IMAGE argument
