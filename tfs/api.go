@@ -115,6 +115,12 @@ const (
 	FallocZeroRange = 0x10
 )
 
+// MaxFileSize is the largest file size, and the largest end of a byte range
+// (write, truncate, fallocate, seek), that tfs accepts; the FUSE layer
+// refuses larger offsets before they become int64s. A filelength or extent
+// in an image beyond it is malformed.
+const MaxFileSize = 1 << 62
+
 // Options configure Mount.
 type Options struct {
 	ReadOnly bool

@@ -12,7 +12,7 @@ const (
 // Fallocate supports mode 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE and
 // ZERO_RANGE with or without KEEP_SIZE.
 func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error {
-	if off < 0 || length <= 0 || off+length < off || off+length > 1<<62 {
+	if off < 0 || length <= 0 || off+length < off || off+length > MaxFileSize {
 		return errnoErr("fallocate range", errEINVAL)
 	}
 	if err := checkFile(n); err != nil {

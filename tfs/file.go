@@ -211,7 +211,7 @@ func (fs *FS) Prefetch(n *Node, max int64) {
 
 // Write writes p at off, extending the file if needed.
 func (fs *FS) Write(n *Node, p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) < off || off+int64(len(p)) > 1<<62 {
+	if off < 0 || off+int64(len(p)) < off || off+int64(len(p)) > MaxFileSize {
 		return 0, errnoErr("offset out of range", errEINVAL)
 	}
 	if err := checkFile(n); err != nil {
@@ -289,7 +289,7 @@ func (fs *FS) touchLocked(n *Node, modify bool) {
 // Truncate sets the file size. Shrinking frees the extents past the new
 // end and shortens a straddling one, so no stale bytes can reappear.
 func (fs *FS) Truncate(n *Node, size int64) error {
-	if size < 0 || size > 1<<62 {
+	if size < 0 || size > MaxFileSize {
 		return errnoErr("size out of range", errEINVAL)
 	}
 	if err := checkFile(n); err != nil {

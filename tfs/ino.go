@@ -36,7 +36,8 @@ import (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // spareInoBase starts the numbers of nodes whose tuple the log could not
-// index; they are never stable across mounts.
+// index; they are never stable across mounts. (Its value is MaxFileSize's,
+// but it is an inode number, not a size.)
 const spareInoBase = 1 << 62
 
 // genOf is the generation of the numbering with base within the log

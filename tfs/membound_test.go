@@ -91,7 +91,7 @@ func TestMemoryBoundOnHostileImages(t *testing.T) {
 		return append(b, 0x91, 0x81, 'a', 0x90, recEndOfLog)
 	}()
 	bigFile := fileT(map[string][3]uint64{"0": {3000, 1, 1}})
-	bigFile.attrs["filelength"] = intOf(1 << 62)
+	bigFile.attrs["filelength"] = intOf(MaxFileSize)
 	hugeExtent := fileT(map[string][3]uint64{"0": {3000, 1 << 40, 1 << 40}})
 	cases := []struct {
 		name   string

@@ -286,7 +286,7 @@ func (b *builder) file(n *Node, path string) {
 	badLength := false
 	if v, ok := t.attrs["filelength"]; ok {
 		l, ok := numberOf(v)
-		if !ok || l > 1<<62 {
+		if !ok || l > MaxFileSize {
 			badLength = true
 		} else {
 			n.size.Store(int64(l))
@@ -357,7 +357,7 @@ func (b *builder) file(n *Node, path string) {
 		case e.allocated > vol || e.dblock > vol-e.allocated:
 			b.add(drop, where, "extent dropped: blocks [%d,+%d) lie outside the volume of %d blocks", e.dblock, e.allocated, vol)
 			continue
-		case e.fblock > (1<<62)/blockSize-e.length:
+		case e.fblock > MaxFileSize/blockSize-e.length:
 			b.add(drop, where, "extent dropped: file blocks [%d,+%d) overflow", e.fblock, e.length)
 			continue
 		}

@@ -262,6 +262,8 @@ func parseSize(s string) (int64, error) {
 	if err != nil || v < 0 {
 		return 0, fmt.Errorf("bad size %q: want bytes or a number with K, M, G or T", s)
 	}
+	// Not a file-size limit: no size option needs more than 2^62 bytes, and
+	// the bound keeps v*mult from overflowing.
 	if v > (1<<62)/mult {
 		return 0, fmt.Errorf("size %q is too large", s)
 	}
