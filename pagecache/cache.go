@@ -88,8 +88,10 @@ type Cache struct {
 	pool   *heap.PagePool
 	budget int64 // pages
 	delay  time.Duration
-	log    rateLog
 	stats  counters
+	// logf receives errors through logLimit (logError).
+	logf     func(format string, args ...any)
+	logLimit LogLimiter
 
 	stateMu sync.Mutex
 	st      stateLocked // the capability handed out by lockState
@@ -163,7 +165,8 @@ func New(cfg Config) (*Cache, error) {
 		pool:      cfg.Pool,
 		budget:    budget / PageSize,
 		delay:     delay,
-		log:       rateLog{logf: cfg.Logf},
+		logf:      cfg.Logf,
+		logLimit:  LogLimiter{Burst: logBurst},
 		nodes:     map[*Node]struct{}{},
 		stopTimer: make(chan struct{}),
 		timerDone: make(chan struct{}),
@@ -318,40 +321,20 @@ func (c *Cache) markClean(n *Node) {
 	c.unlockVolume()
 }
 
-// rateLog passes at most logBurst messages per second to logf and counts
-// the rest, so a failing device cannot flood the log.
-type rateLog struct {
-	logf       func(format string, args ...any)
-	mu         sync.Mutex
-	window     time.Time
-	n          int
-	suppressed int
-}
-
+// logBurst is how many messages a second the cache logs.
 const logBurst = 10
 
-func (r *rateLog) printf(format string, args ...any) {
-	if r.logf == nil {
+// logError passes a device or write-back error to Config.Logf, at most
+// logBurst a second, so a failing device cannot flood the log.
+func (c *Cache) logError(format string, args ...any) {
+	if c.logf == nil {
 		return
 	}
-	now := time.Now()
-	r.mu.Lock()
-	suppressed := 0
-	if now.Sub(r.window) >= time.Second {
-		suppressed = r.suppressed
-		r.window, r.n, r.suppressed = now, 0, 0
-	}
-	ok := r.n < logBurst
-	if ok {
-		r.n++
-	} else {
-		r.suppressed++
-	}
-	r.mu.Unlock()
-	if suppressed > 0 {
-		r.logf("pagecache: %d similar messages suppressed", suppressed)
+	ok, dropped := c.logLimit.Allow(time.Now())
+	if dropped > 0 {
+		c.logf("pagecache: %d similar messages suppressed", dropped)
 	}
 	if ok {
-		r.logf(format, args...)
+		c.logf(format, args...)
 	}
 }

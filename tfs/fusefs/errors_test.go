@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/tfsmount/tfsmount/pagecache"
 )
 
 func TestToErrno(t *testing.T) {
 	var logged []string
-	m := &mount{cfg: Config{Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }}}
+	m := &mount{cfg: Config{Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }},
+		limit: pagecache.LogLimiter{Burst: logBurst}}
 	cases := []struct {
 		err  error
 		want syscall.Errno
@@ -34,24 +36,5 @@ func TestToErrno(t *testing.T) {
 	}
 	if m.errors.Load() != 2 {
 		t.Errorf("error counter %d, want 2", m.errors.Load())
-	}
-}
-
-func TestLogLimiter(t *testing.T) {
-	var l logLimiter
-	t0 := time.Unix(1000, 0)
-	for i := 0; i < logBurst; i++ {
-		if ok, _ := l.allow(t0); !ok {
-			t.Fatalf("message %d of the first second held back", i)
-		}
-	}
-	for i := 0; i < 5; i++ {
-		if ok, _ := l.allow(t0.Add(500 * time.Millisecond)); ok {
-			t.Fatalf("message %d over the burst let through", logBurst+i)
-		}
-	}
-	ok, dropped := l.allow(t0.Add(time.Second))
-	if !ok || dropped != 5 {
-		t.Errorf("next second: ok %v, dropped %d; want true, 5", ok, dropped)
 	}
 }
