@@ -11,32 +11,11 @@ import (
 // Regular file data: reads and writes go through the data cache (the
 // pagecache), which calls back into backing for the block map.
 
-// fileData is the per-file cache handle (pagecache.Node's methods).
-type fileData interface {
-	Read(p []byte, off, size int64) (int, error)
-	Prefetch(off, length, size int64)
-	Write(p []byte, off, size int64) (int, error)
-	Sync() error
-	Truncate(size int64)
-	PunchHole(off, length int64)
-	Drop()
-}
-
-// dataCache is the volume's data cache.
-type dataCache interface {
-	newFile(b pagecache.Backing) fileData
-	sync() error
-	close() error
-}
-
-// fileRef boxes a fileData for Node.fd.
-type fileRef struct{ fileData }
-
 // fileData returns n's cache handle, creating it on first use. The common
 // case takes no lock: reads and writes of different files share nothing.
-func (fs *FS) fileData(n *Node) fileData {
-	if r := n.fd.Load(); r != nil {
-		return r.fileData
+func (fs *FS) fileData(n *Node) *pagecache.Node {
+	if fd := n.fd.Load(); fd != nil {
+		return fd
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -44,20 +23,17 @@ func (fs *FS) fileData(n *Node) fileData {
 }
 
 // fileDataLocked is fileData with fs.mu held.
-func (fs *FS) fileDataLocked(n *Node) fileData {
+func (fs *FS) fileDataLocked(n *Node) *pagecache.Node {
 	if n.fd.Load() == nil {
-		n.fd.Store(&fileRef{fs.data.newFile(backing{fs, n})})
+		n.fd.Store(fs.data.NewNode(backing{fs, n}))
 	}
-	return n.fd.Load().fileData
+	return n.fd.Load()
 }
 
 // takeFileDataLocked detaches n's cache handle (nil if it has none) for
 // dropping.
-func takeFileDataLocked(n *Node) fileData {
-	if r := n.fd.Swap(nil); r != nil {
-		return r.fileData
-	}
-	return nil
+func takeFileDataLocked(n *Node) *pagecache.Node {
+	return n.fd.Swap(nil)
 }
 
 func checkFile(n *Node) error {
@@ -86,7 +62,7 @@ func (fs *FS) Release(n *Node) {
 		n.opens--
 	}
 	gone := n.opens == 0 && n.orphan
-	var fd fileData
+	var fd *pagecache.Node
 	if gone {
 		n.orphan = false
 		fd = takeFileDataLocked(n)
@@ -255,7 +231,7 @@ func (fs *FS) Write(n *Node, p []byte, off int64) (int, error) {
 // zeroTail zeroes, through the cache, the bytes after the old end of file
 // in its last block when the file grows past it, so stale bytes that the
 // block held beyond EOF never become file content.
-func (fs *FS) zeroTail(n *Node, fd fileData, size, upto int64) error {
+func (fs *FS) zeroTail(n *Node, fd *pagecache.Node, size, upto int64) error {
 	if size%blockSize == 0 {
 		return nil
 	}

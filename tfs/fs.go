@@ -41,7 +41,7 @@ type FS struct {
 	inoBase  uint64
 	gen      uint32
 	spareIno uint64
-	data     dataCache
+	data     *pagecache.Cache
 	reserved uint64 // blocks promised to delayed allocation
 	dirty    map[*Node]bool
 	// orphans counts files unlinked while open, whose blocks come back at
@@ -381,7 +381,7 @@ func (fs *FS) Close() error {
 	if !fs.ro {
 		errs = append(errs, fs.flush(true))
 	}
-	errs = append(errs, fs.data.close())
+	errs = append(errs, fs.data.Close())
 	if !fs.ro {
 		// Closing the cache may have committed late write-backs.
 		fs.mu.Lock()

@@ -404,7 +404,7 @@ func (fs *FS) flush(full bool) error {
 	if fs.ro {
 		return nil
 	}
-	return fs.flushLog(full, fs.data.sync())
+	return fs.flushLog(full, fs.data.Sync())
 }
 
 // flushLog is flush without the data write-back, for callers that wrote

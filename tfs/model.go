@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tfsmount/tfsmount/heap"
+	"github.com/tfsmount/tfsmount/pagecache"
 )
 
 // The metadata model (tfs-format.md §4, §5): filesystem nodes built over
@@ -40,9 +41,9 @@ type Node struct {
 	extend     sync.Mutex
 	loggedSize int64 // size as the log (staged or written) has it
 	opens      int
-	orphan     bool                    // unlinked while open: the last Release frees it (FS.orphans counts these)
-	fd         atomic.Pointer[fileRef] // the file's pagecache node, made on first use under fs.mu
-	resv       blockSet                // file blocks reserved for delayed allocation
+	orphan     bool                           // unlinked while open: the last Release frees it (FS.orphans counts these)
+	fd         atomic.Pointer[pagecache.Node] // the file's cache handle, made on first use under fs.mu
+	resv       blockSet                       // file blocks reserved for delayed allocation
 	// timesDirty: mtime/atime changed in memory and not yet logged.
 	timesDirty bool
 }

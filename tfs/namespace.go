@@ -3,6 +3,8 @@ package tfs
 import (
 	"fmt"
 	"time"
+
+	"github.com/tfsmount/tfsmount/pagecache"
 )
 
 // Directory operations (tfs-format.md §6.1, notes §10). Each stages its EAV
@@ -162,7 +164,7 @@ func (fs *FS) Unlink(dir *Node, name string) error {
 	if err == nil {
 		err = fs.logEAV(c, name, nil, false)
 	}
-	var drop fileData
+	var drop *pagecache.Node
 	if err == nil {
 		fs.touchLocked(dir, true)
 		drop, err = fs.unrefLocked(n)
@@ -174,7 +176,7 @@ func (fs *FS) Unlink(dir *Node, name string) error {
 
 // unrefLocked drops one directory reference to n. When the last goes and
 // the file is not open, its cache handle is returned for finishDrop.
-func (fs *FS) unrefLocked(n *Node) (fileData, error) {
+func (fs *FS) unrefLocked(n *Node) (*pagecache.Node, error) {
 	n.links--
 	if n.links > 0 {
 		return nil, fs.logEAV(n.t, "nlink", intOf(uint64(n.links)), false)
@@ -198,7 +200,7 @@ func (fs *FS) unrefLocked(n *Node) (fileData, error) {
 
 // finishDrop discards the cached pages of a removed file, waiting for any
 // write-back, and only then frees its blocks. Called without mu.
-func (fs *FS) finishDrop(n *Node, fd fileData) {
+func (fs *FS) finishDrop(n *Node, fd *pagecache.Node) {
 	if fd == nil {
 		return
 	}
@@ -210,7 +212,7 @@ func (fs *FS) finishDrop(n *Node, fd fileData) {
 
 // dropCached discards the cached pages of a removed file (fd may be nil),
 // waiting for any write-back to its blocks; only then may they be freed.
-func dropCached(fd fileData) {
+func dropCached(fd *pagecache.Node) {
 	if fd == nil {
 		return
 	}
@@ -291,7 +293,7 @@ func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags R
 		fs.mu.Unlock()
 		return err
 	}
-	var drop fileData
+	var drop *pagecache.Node
 	err = fs.renameLocked(odir, oc, oname, src, ndir, nc, nname, dst, flags, &drop)
 	fs.mu.Unlock()
 	if dst != nil {
@@ -300,7 +302,7 @@ func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags R
 	return err
 }
 
-func (fs *FS) renameLocked(odir *Node, oc *tuple, oname string, src *Node, ndir *Node, nc *tuple, nname string, dst *Node, flags RenameFlags, drop *fileData) error {
+func (fs *FS) renameLocked(odir *Node, oc *tuple, oname string, src *Node, ndir *Node, nc *tuple, nname string, dst *Node, flags RenameFlags, drop **pagecache.Node) error {
 	if src.kind == KindDir && isAncestor(src, ndir) {
 		return errnoErr("move a directory into itself", errEINVAL)
 	}
