@@ -13,20 +13,3 @@ func (e *fsError) Error() string { return e.msg + ": " + e.errno.Error() }
 func (e *fsError) Unwrap() error { return e.errno }
 
 func errnoErr(msg string, errno syscall.Errno) error { return &fsError{msg, errno} }
-
-const (
-	errEINVAL       = syscall.EINVAL
-	errENAMETOOLONG = syscall.ENAMETOOLONG
-	errENOENT       = syscall.ENOENT
-	errEEXIST       = syscall.EEXIST
-	errENOTDIR      = syscall.ENOTDIR
-	errEISDIR       = syscall.EISDIR
-	errENOTEMPTY    = syscall.ENOTEMPTY
-	errEPERM        = syscall.EPERM
-	errENOSPC       = syscall.ENOSPC
-	errEROFS        = syscall.EROFS
-	errENODATA      = syscall.ENODATA
-	errEOPNOTSUPP   = syscall.EOPNOTSUPP
-	errEIO          = syscall.EIO
-	syscallENXIO    = syscall.ENXIO
-)

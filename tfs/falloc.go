@@ -1,6 +1,9 @@
 package tfs
 
-import "fmt"
+import (
+	"fmt"
+	"syscall"
+)
 
 // fallocate and SEEK_DATA/SEEK_HOLE (tfs-format.md §5.7, notes §6).
 
@@ -13,7 +16,7 @@ const (
 // ZERO_RANGE with or without KEEP_SIZE.
 func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error {
 	if off < 0 || length <= 0 || off+length < off || off+length > MaxFileSize {
-		return errnoErr("fallocate range", errEINVAL)
+		return errnoErr("fallocate range", syscall.EINVAL)
 	}
 	if err := checkFile(n); err != nil {
 		return err
@@ -30,7 +33,7 @@ func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error {
 	case FallocZeroRange, FallocZeroRange | FallocKeepSize:
 		return fs.zeroRange(n, mode&FallocKeepSize, off, length)
 	}
-	return errnoErr("fallocate mode", errEOPNOTSUPP)
+	return errnoErr("fallocate mode", syscall.EOPNOTSUPP)
 }
 
 // allocate creates uninited extents for the holes of the range.
@@ -183,7 +186,7 @@ func (fs *FS) Seek(n *Node, off int64, whence int) (int64, error) {
 		return 0, err
 	}
 	if whence != seekData && whence != seekHole {
-		return 0, errnoErr("seek whence", errEINVAL)
+		return 0, errnoErr("seek whence", syscall.EINVAL)
 	}
 	if err := fs.fileData(n).Sync(); err != nil {
 		return 0, err
@@ -192,7 +195,7 @@ func (fs *FS) Seek(n *Node, off int64, whence int) (int64, error) {
 	defer fs.mu.Unlock()
 	size := n.size.Load()
 	if off < 0 || off >= size {
-		return 0, errnoErr("seek past end of file", syscallENXIO)
+		return 0, errnoErr("seek past end of file", syscall.ENXIO)
 	}
 	pos := off
 	for pos < size {
@@ -218,5 +221,5 @@ func (fs *FS) Seek(n *Node, off int64, whence int) (int64, error) {
 	if whence == seekHole {
 		return size, nil
 	}
-	return 0, errnoErr("no data after offset", syscallENXIO)
+	return 0, errnoErr("no data after offset", syscall.ENXIO)
 }

@@ -3,6 +3,7 @@ package tfs
 import (
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/tfsmount/tfsmount/pagecache"
@@ -41,9 +42,9 @@ func checkFile(n *Node) error {
 	case KindFile:
 		return nil
 	case KindDir:
-		return errnoErr("is a directory", errEISDIR)
+		return errnoErr("is a directory", syscall.EISDIR)
 	}
-	return errnoErr("not a regular file", errEINVAL)
+	return errnoErr("not a regular file", syscall.EINVAL)
 }
 
 // Open notes an open reference: an unlinked file keeps its data until the
@@ -101,7 +102,7 @@ const (
 func (fs *FS) allocWaitingForOrphans(alloc func() error) error {
 	for attempt := 0; ; attempt++ {
 		err := alloc()
-		if !errors.Is(err, errENOSPC) {
+		if !errors.Is(err, syscall.ENOSPC) {
 			return err
 		}
 		fs.mu.Lock()
@@ -153,7 +154,7 @@ func (fs *FS) dropFileLocked(n *Node) {
 // Read reads file bytes at off; short only at EOF.
 func (fs *FS) Read(n *Node, p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, errnoErr("negative offset", errEINVAL)
+		return 0, errnoErr("negative offset", syscall.EINVAL)
 	}
 	if err := checkFile(n); err != nil {
 		return 0, err
@@ -188,7 +189,7 @@ func (fs *FS) Prefetch(n *Node, max int64) {
 // Write writes p at off, extending the file if needed.
 func (fs *FS) Write(n *Node, p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) < off || off+int64(len(p)) > MaxFileSize {
-		return 0, errnoErr("offset out of range", errEINVAL)
+		return 0, errnoErr("offset out of range", syscall.EINVAL)
 	}
 	if err := checkFile(n); err != nil {
 		return 0, err
@@ -266,7 +267,7 @@ func (fs *FS) touchLocked(n *Node, modify bool) {
 // end and shortens a straddling one, so no stale bytes can reappear.
 func (fs *FS) Truncate(n *Node, size int64) error {
 	if size < 0 || size > MaxFileSize {
-		return errnoErr("size out of range", errEINVAL)
+		return errnoErr("size out of range", syscall.EINVAL)
 	}
 	if err := checkFile(n); err != nil {
 		return err

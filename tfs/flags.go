@@ -1,6 +1,9 @@
 package tfs
 
-import "fmt"
+import (
+	"fmt"
+	"syscall"
+)
 
 // Per-file flags (tfs-format.md §4.2; notes §1): exec and readonly are
 // presence flags on a regular file's tuple. They are the only part of a
@@ -13,7 +16,7 @@ import "fmt"
 // nothing.
 func (fs *FS) SetFlags(n *Node, exec, readonly *bool) error {
 	if n.kind != KindFile {
-		return errnoErr("exec and readonly flags exist only on regular files", errEPERM)
+		return errnoErr("exec and readonly flags exist only on regular files", syscall.EPERM)
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tfsmount/tfsmount/bh"
@@ -260,11 +261,11 @@ func (fs *FS) StatFS() StatFS {
 
 func (fs *FS) children(dir *Node) (*tuple, error) {
 	if dir.kind != KindDir {
-		return nil, errnoErr("not a directory", errENOTDIR)
+		return nil, errnoErr("not a directory", syscall.ENOTDIR)
 	}
 	c, ok := dir.t.attrs["children"].(*tuple)
 	if !ok {
-		return nil, errnoErr("directory without children", errEIO)
+		return nil, errnoErr("directory without children", syscall.EIO)
 	}
 	return c, nil
 }
@@ -291,7 +292,7 @@ func (fs *FS) Lookup(dir *Node, name string) (*Node, error) {
 	}
 	if name == ".." {
 		if dir.kind != KindDir {
-			return nil, errnoErr("not a directory", errENOTDIR)
+			return nil, errnoErr("not a directory", syscall.ENOTDIR)
 		}
 		return dir.parent, nil
 	}
@@ -300,7 +301,7 @@ func (fs *FS) Lookup(dir *Node, name string) (*Node, error) {
 		return nil, err
 	}
 	if n == nil {
-		return nil, errnoErr(fmt.Sprintf("lookup %q", name), errENOENT)
+		return nil, errnoErr(fmt.Sprintf("lookup %q", name), syscall.ENOENT)
 	}
 	return n, nil
 }
@@ -329,7 +330,7 @@ func (fs *FS) ReadDir(dir *Node) ([]DirEntry, error) {
 // Resolve looks up an absolute guest path without following symlinks.
 func (fs *FS) Resolve(path string) (*Node, error) {
 	if !strings.HasPrefix(path, "/") {
-		return nil, errnoErr(fmt.Sprintf("path %q is not absolute", path), errEINVAL)
+		return nil, errnoErr(fmt.Sprintf("path %q is not absolute", path), syscall.EINVAL)
 	}
 	n := fs.root
 	for _, comp := range strings.Split(path, "/") {
@@ -350,11 +351,11 @@ func (fs *FS) Readlink(n *Node) (string, error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if n.kind != KindSymlink {
-		return "", errnoErr("not a symlink", errEINVAL)
+		return "", errnoErr("not a symlink", syscall.EINVAL)
 	}
 	s, ok := textOf(n.t.attrs["linktarget"])
 	if !ok {
-		return "", errnoErr("linktarget is not a string", errEIO)
+		return "", errnoErr("linktarget is not a string", syscall.EIO)
 	}
 	return s, nil
 }
@@ -419,10 +420,10 @@ func (fs *FS) flusher() {
 
 func (fs *FS) checkWritable() error {
 	if fs.ro {
-		return errnoErr("read-only mount", errEROFS)
+		return errnoErr("read-only mount", syscall.EROFS)
 	}
 	if fs.closed.Load() {
-		return errnoErr("filesystem closed", errEIO)
+		return errnoErr("filesystem closed", syscall.EIO)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -85,13 +86,13 @@ const maxNameLen = 255
 func checkName(name string) error {
 	switch {
 	case name == "" || name == "." || name == "..":
-		return errnoErr(fmt.Sprintf("name %q is reserved", name), errEINVAL)
+		return errnoErr(fmt.Sprintf("name %q is reserved", name), syscall.EINVAL)
 	case strings.ContainsAny(name, "/\x00"):
-		return errnoErr(fmt.Sprintf("name %q contains '/' or NUL", name), errEINVAL)
+		return errnoErr(fmt.Sprintf("name %q contains '/' or NUL", name), syscall.EINVAL)
 	case len(name) > maxNameLen:
-		return errnoErr(fmt.Sprintf("name of %d bytes is longer than %d", len(name), maxNameLen), errENAMETOOLONG)
+		return errnoErr(fmt.Sprintf("name of %d bytes is longer than %d", len(name), maxNameLen), syscall.ENAMETOOLONG)
 	case !utf8.ValidString(name):
-		return errnoErr(fmt.Sprintf("name %q is not valid UTF-8", name), errEINVAL)
+		return errnoErr(fmt.Sprintf("name %q is not valid UTF-8", name), syscall.EINVAL)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package tfs
 
 import (
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/tfsmount/tfsmount/pagecache"
@@ -22,7 +23,7 @@ func (fs *FS) entryPrep(dir *Node, name string) (*tuple, *Node, error) {
 		return nil, nil, err
 	}
 	if dir != fs.root && dir.links == 0 {
-		return nil, nil, errnoErr("directory was removed", errENOENT)
+		return nil, nil, errnoErr("directory was removed", syscall.ENOENT)
 	}
 	if err := checkName(name); err != nil {
 		return nil, nil, err
@@ -67,9 +68,9 @@ func (fs *FS) Create(dir *Node, name string, excl bool) (*Node, error) {
 	if old != nil {
 		switch {
 		case excl:
-			return nil, errnoErr(fmt.Sprintf("create %q", name), errEEXIST)
+			return nil, errnoErr(fmt.Sprintf("create %q", name), syscall.EEXIST)
 		case old.kind == KindDir:
-			return nil, errnoErr(fmt.Sprintf("create %q", name), errEISDIR)
+			return nil, errnoErr(fmt.Sprintf("create %q", name), syscall.EISDIR)
 		}
 		return old, nil
 	}
@@ -90,10 +91,10 @@ func (fs *FS) Mkdir(dir *Node, name string) (*Node, error) {
 // Symlink makes a symbolic link holding target verbatim.
 func (fs *FS) Symlink(dir *Node, name, target string) (*Node, error) {
 	if len(target) >= 4096 {
-		return nil, errnoErr("symlink target of 4096 bytes or more", errENAMETOOLONG)
+		return nil, errnoErr("symlink target of 4096 bytes or more", syscall.ENAMETOOLONG)
 	}
 	if target == "" {
-		return nil, errnoErr("empty symlink target", errENOENT)
+		return nil, errnoErr("empty symlink target", syscall.ENOENT)
 	}
 	return fs.makeEntry(dir, name, "symlink", KindSymlink, func(t *tuple) {
 		nowTimes(t)
@@ -119,7 +120,7 @@ func (fs *FS) makeEntry(dir *Node, name, op string, kind Kind, fill func(t *tupl
 		return nil, err
 	}
 	if old != nil {
-		return nil, errnoErr(fmt.Sprintf("%s %q", op, name), errEEXIST)
+		return nil, errnoErr(fmt.Sprintf("%s %q", op, name), syscall.EEXIST)
 	}
 	t := newTuple()
 	fill(t)
@@ -135,13 +136,13 @@ func (fs *FS) Link(n, dir *Node, name string) error {
 		return err
 	}
 	if n.kind == KindDir {
-		return errnoErr("hard link to a directory", errEPERM)
+		return errnoErr("hard link to a directory", syscall.EPERM)
 	}
 	if old != nil {
-		return errnoErr(fmt.Sprintf("link %q", name), errEEXIST)
+		return errnoErr(fmt.Sprintf("link %q", name), syscall.EEXIST)
 	}
 	if n.links == 0 {
-		return errnoErr("link to a removed file", errENOENT)
+		return errnoErr("link to a removed file", syscall.ENOENT)
 	}
 	if err := fs.logEAV(c, name, n.t, true); err != nil {
 		return err
@@ -156,10 +157,10 @@ func (fs *FS) Unlink(dir *Node, name string) error {
 	fs.mu.Lock()
 	c, n, err := fs.entryPrep(dir, name)
 	if err == nil && n == nil {
-		err = errnoErr(fmt.Sprintf("unlink %q", name), errENOENT)
+		err = errnoErr(fmt.Sprintf("unlink %q", name), syscall.ENOENT)
 	}
 	if err == nil && n.kind == KindDir {
-		err = errnoErr(fmt.Sprintf("unlink %q", name), errEISDIR)
+		err = errnoErr(fmt.Sprintf("unlink %q", name), syscall.EISDIR)
 	}
 	if err == nil {
 		err = fs.logEAV(c, name, nil, false)
@@ -229,13 +230,13 @@ func (fs *FS) Rmdir(dir *Node, name string) error {
 		return err
 	}
 	if n == nil {
-		return errnoErr(fmt.Sprintf("rmdir %q", name), errENOENT)
+		return errnoErr(fmt.Sprintf("rmdir %q", name), syscall.ENOENT)
 	}
 	if n.kind != KindDir {
-		return errnoErr(fmt.Sprintf("rmdir %q", name), errENOTDIR)
+		return errnoErr(fmt.Sprintf("rmdir %q", name), syscall.ENOTDIR)
 	}
 	if cc, _ := n.t.attrs["children"].(*tuple); cc != nil && len(cc.attrs) > 0 {
-		return errnoErr(fmt.Sprintf("rmdir %q", name), errENOTEMPTY)
+		return errnoErr(fmt.Sprintf("rmdir %q", name), syscall.ENOTEMPTY)
 	}
 	if err := fs.logEAV(c, name, nil, false); err != nil {
 		return err
@@ -265,10 +266,10 @@ func isAncestor(a, d *Node) bool {
 // logs only the two children EAVs (notes §10).
 func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags RenameFlags) error {
 	if flags&RenameWhiteout != 0 || flags&^(RenameNoReplace|RenameExchange) != 0 {
-		return errnoErr("rename flags", errEINVAL)
+		return errnoErr("rename flags", syscall.EINVAL)
 	}
 	if flags == RenameNoReplace|RenameExchange {
-		return errnoErr("RENAME_NOREPLACE with RENAME_EXCHANGE", errEINVAL)
+		return errnoErr("RENAME_NOREPLACE with RENAME_EXCHANGE", syscall.EINVAL)
 	}
 	fs.mu.Lock()
 	if err := fs.checkWritable(); err != nil {
@@ -286,7 +287,7 @@ func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags R
 	}
 	if src == nil {
 		fs.mu.Unlock()
-		return errnoErr(fmt.Sprintf("rename %q", oname), errENOENT)
+		return errnoErr(fmt.Sprintf("rename %q", oname), syscall.ENOENT)
 	}
 	nc, dst, err := fs.entryPrep(ndir, nname)
 	if err != nil {
@@ -304,14 +305,14 @@ func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags R
 
 func (fs *FS) renameLocked(odir *Node, oc *tuple, oname string, src *Node, ndir *Node, nc *tuple, nname string, dst *Node, flags RenameFlags, drop **pagecache.Node) error {
 	if src.kind == KindDir && isAncestor(src, ndir) {
-		return errnoErr("move a directory into itself", errEINVAL)
+		return errnoErr("move a directory into itself", syscall.EINVAL)
 	}
 	if flags&RenameExchange != 0 {
 		if dst == nil {
-			return errnoErr(fmt.Sprintf("exchange with %q", nname), errENOENT)
+			return errnoErr(fmt.Sprintf("exchange with %q", nname), syscall.ENOENT)
 		}
 		if dst.kind == KindDir && isAncestor(dst, odir) {
-			return errnoErr("move a directory into itself", errEINVAL)
+			return errnoErr("move a directory into itself", syscall.EINVAL)
 		}
 		if src == dst {
 			return nil
@@ -338,19 +339,19 @@ func (fs *FS) renameLocked(odir *Node, oc *tuple, oname string, src *Node, ndir 
 	}
 	if dst != nil {
 		if flags&RenameNoReplace != 0 {
-			return errnoErr(fmt.Sprintf("rename onto %q", nname), errEEXIST)
+			return errnoErr(fmt.Sprintf("rename onto %q", nname), syscall.EEXIST)
 		}
 		if dst == src {
 			return nil // two links to one file: POSIX says do nothing
 		}
 		switch {
 		case src.kind == KindDir && dst.kind != KindDir:
-			return errnoErr(fmt.Sprintf("rename a directory onto %q", nname), errENOTDIR)
+			return errnoErr(fmt.Sprintf("rename a directory onto %q", nname), syscall.ENOTDIR)
 		case src.kind != KindDir && dst.kind == KindDir:
-			return errnoErr(fmt.Sprintf("rename onto directory %q", nname), errEISDIR)
+			return errnoErr(fmt.Sprintf("rename onto directory %q", nname), syscall.EISDIR)
 		case dst.kind == KindDir:
 			if cc, _ := dst.t.attrs["children"].(*tuple); cc != nil && len(cc.attrs) > 0 {
-				return errnoErr(fmt.Sprintf("rename onto %q", nname), errENOTEMPTY)
+				return errnoErr(fmt.Sprintf("rename onto %q", nname), syscall.ENOTEMPTY)
 			}
 		}
 	}

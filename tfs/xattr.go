@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -24,7 +25,7 @@ func isXattrName(name string) bool {
 // checkXattrName accepts user.* names from the host side only.
 func checkXattrName(name string) error {
 	if !strings.HasPrefix(name, "user.") || !isXattrName(name) || len(name) > 255 {
-		return errnoErr(fmt.Sprintf("xattr name %q: only user.* is supported", name), errEOPNOTSUPP)
+		return errnoErr(fmt.Sprintf("xattr name %q: only user.* is supported", name), syscall.EOPNOTSUPP)
 	}
 	return nil
 }
@@ -34,11 +35,11 @@ func (fs *FS) GetXattr(n *Node, name string) ([]byte, error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if !isXattrName(name) {
-		return nil, errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
+		return nil, errnoErr(fmt.Sprintf("xattr %q", name), syscall.ENODATA)
 	}
 	s, ok := textOf(n.t.attrs[name])
 	if !ok {
-		return nil, errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
+		return nil, errnoErr(fmt.Sprintf("xattr %q", name), syscall.ENODATA)
 	}
 	return []byte(s), nil
 }
@@ -49,7 +50,7 @@ func (fs *FS) SetXattr(n *Node, name string, value []byte, flags int) error {
 		return err
 	}
 	if flags&^(xattrCreate|xattrReplace) != 0 || flags == xattrCreate|xattrReplace {
-		return errnoErr("xattr flags", errEINVAL)
+		return errnoErr("xattr flags", syscall.EINVAL)
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -58,10 +59,10 @@ func (fs *FS) SetXattr(n *Node, name string, value []byte, flags int) error {
 	}
 	_, has := n.t.attrs[name]
 	if flags&xattrCreate != 0 && has {
-		return errnoErr(fmt.Sprintf("xattr %q", name), errEEXIST)
+		return errnoErr(fmt.Sprintf("xattr %q", name), syscall.EEXIST)
 	}
 	if flags&xattrReplace != 0 && !has {
-		return errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
+		return errnoErr(fmt.Sprintf("xattr %q", name), syscall.ENODATA)
 	}
 	return fs.logEAV(n.t, name, strOf(string(value)), false)
 }
@@ -91,7 +92,7 @@ func (fs *FS) RemoveXattr(n *Node, name string) error {
 		return err
 	}
 	if _, ok := n.t.attrs[name]; !ok {
-		return errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
+		return errnoErr(fmt.Sprintf("xattr %q", name), syscall.ENODATA)
 	}
 	return fs.logEAV(n.t, name, nil, false)
 }
