@@ -7,7 +7,8 @@
 // Every FS method is safe for concurrent use. Errors that a caller should
 // turn into an errno wrap a syscall.Errno (errors.As finds it): ENOENT,
 // EEXIST, ENOTDIR, EISDIR, ENOTEMPTY, ENAMETOOLONG, EINVAL, EPERM, ENOSPC,
-// EROFS, ENODATA, ERANGE, EOPNOTSUPP, EIO.
+// EROFS, ENODATA, ERANGE, EOPNOTSUPP, EIO. Errors about an inconsistent
+// image wrap ErrCorrupt instead (errors.go has the table).
 //
 // # Crash safety
 //

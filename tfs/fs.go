@@ -126,7 +126,7 @@ func load(dev blockdev.Device, opts Options, salvage bool) (*FS, []problem, erro
 		if t := fs.log.torn; t != nil {
 			rootErr += fmt.Sprintf(" (the log was ended at block %d byte %d: %s)", t.at.ext, t.at.pos, t.why)
 		}
-		return nil, nil, fmt.Errorf("%s: %s", loc.what, rootErr)
+		return nil, nil, fmt.Errorf("%s: %w: %s", loc.what, ErrCorrupt, rootErr)
 	}
 	if salvage {
 		fs.logUsed = fs.free.Clone()
@@ -175,8 +175,8 @@ func (fs *FS) start(opts Options, problems []problem) error {
 				}
 				msgs = append(msgs, p.String())
 			}
-			return fmt.Errorf("%s: %d malformed entries or extents (%s): mount it read-only (-o ro) to read the rest, or repair it with tfsmount fsck --repair",
-				fs.loc.what, len(problems), strings.Join(msgs, "; "))
+			return fmt.Errorf("%s: %w: %d malformed entries or extents (%s): mount it read-only (-o ro) to read the rest, or repair it with tfsmount fsck --repair",
+				fs.loc.what, ErrCorrupt, len(problems), strings.Join(msgs, "; "))
 		}
 		if opts.Logf != nil {
 			for i, p := range problems {
@@ -265,7 +265,7 @@ func (fs *FS) children(dir *Node) (*tuple, error) {
 	}
 	c, ok := dir.t.attrs["children"].(*tuple)
 	if !ok {
-		return nil, errnoErr("directory without children", syscall.EIO)
+		return nil, corruptErr("directory without children")
 	}
 	return c, nil
 }
@@ -355,7 +355,7 @@ func (fs *FS) Readlink(n *Node) (string, error) {
 	}
 	s, ok := textOf(n.t.attrs["linktarget"])
 	if !ok {
-		return "", errnoErr("linktarget is not a string", syscall.EIO)
+		return "", corruptErr("linktarget is not a string")
 	}
 	return s, nil
 }

@@ -6,7 +6,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/tfsmount/tfsmount/heap"
 	"github.com/tfsmount/tfsmount/pagecache"
+	"github.com/tfsmount/tfsmount/tfs"
 )
 
 func TestToErrno(t *testing.T) {
@@ -24,6 +26,11 @@ func TestToErrno(t *testing.T) {
 		{fmt.Errorf("outer: %w", fmt.Errorf("inner: %w", syscall.ENOSPC)), syscall.ENOSPC, false},
 		{errors.New("extent 3 of node 9 ends past the volume"), syscall.EIO, true},
 		{fmt.Errorf("read block 12: %w", syscall.EIO), syscall.EIO, true},
+		// The sentinels (errnoOf says why each is EIO).
+		{fmt.Errorf("readdir of inode 7: directory without children: %w", tfs.ErrCorrupt), syscall.EIO, true},
+		{fmt.Errorf("write file bytes [0,4096): %w", heap.ErrNoMemory), syscall.EIO, true},
+		// A sentinel wins over an errno wrapped with it.
+		{fmt.Errorf("%w: %w", syscall.ENOENT, tfs.ErrCorrupt), syscall.EIO, true},
 	}
 	for _, c := range cases {
 		logged = nil
@@ -34,7 +41,7 @@ func TestToErrno(t *testing.T) {
 			t.Errorf("toErrno(%v) logged %q, want logging %v", c.err, logged, c.logs)
 		}
 	}
-	if m.errors.Load() != 2 {
-		t.Errorf("error counter %d, want 2", m.errors.Load())
+	if m.errors.Load() != 5 {
+		t.Errorf("error counter %d, want 5", m.errors.Load())
 	}
 }
