@@ -13,8 +13,9 @@ import (
 
 // Benchmarks of the backends on one file, with O_DIRECT page-heap buffers
 // so that they measure the device path, not the host page cache. Set
-// BLOCKDEV_BENCH_FILE to use an existing file (bench_fio.sh does, so fio
-// and these runs read the same file); otherwise a 256 MiB file is made.
+// BLOCKDEV_BENCH_FILE to use an existing file (scripts/bench_fio.sh does,
+// so fio and these runs read the same file); otherwise a 256 MiB file is
+// made.
 
 const benchFileSize = 256 << 20
 

@@ -17,19 +17,30 @@ type Config struct {
 	Device blockdev.Device
 	Queue  *bh.Queue
 	Pool   *heap.PagePool
-	// Budget is how many bytes of pages the cache may hold (0: 64 MiB).
+	// Budget is how many bytes of pages the cache may hold (0:
+	// DefaultBudget).
 	// The pool's own budget applies as well.
 	Budget int64
 	// WritebackDelay is how old dirty data may get before the timer writes
-	// it back (0: 5s); a negative value disables the timer.
+	// it back (0: DefaultWritebackDelay); a negative value disables the
+	// timer.
 	WritebackDelay time.Duration
 	// Logf receives device and write-back errors, rate-limited. May be nil.
 	Logf func(format string, args ...any)
 }
 
+// DefaultWritebackDelay is how old dirty data may get before the timer
+// writes it back when Config.WritebackDelay is 0. tfs writes staged
+// metadata at the same interval, so this is the one write-back delay of a
+// mount (README.md, Durability).
+const DefaultWritebackDelay = 2 * time.Second
+
+// DefaultBudget is the cache budget in bytes when none is configured:
+// Config.Budget 0, tfs.Options.CacheSize 0, and tfsmount without
+// cache_size=.
+const DefaultBudget = 256 << 20
+
 const (
-	defaultBudget = 64 << 20
-	defaultDelay  = 5 * time.Second
 	// maxRunPages bounds one fill or write-back request (1 MiB).
 	maxRunPages = 256
 	// evictBatch is how many pages an allocation evicts at once when
@@ -77,8 +88,10 @@ type Cache struct {
 	pool   *heap.PagePool
 	budget int64 // pages
 	delay  time.Duration
-	log    rateLog
 	stats  counters
+	// logf receives errors through logLimit (logError).
+	logf     func(format string, args ...any)
+	logLimit LogLimiter
 
 	stateMu sync.Mutex
 	st      stateLocked // the capability handed out by lockState
@@ -137,14 +150,14 @@ func New(cfg Config) (*Cache, error) {
 	}
 	budget := cfg.Budget
 	if budget == 0 {
-		budget = defaultBudget
+		budget = DefaultBudget
 	}
 	if budget < 2*PageSize {
 		return nil, fmt.Errorf("pagecache: budget of %d bytes is below two pages", budget)
 	}
 	delay := cfg.WritebackDelay
 	if delay == 0 {
-		delay = defaultDelay
+		delay = DefaultWritebackDelay
 	}
 	c := &Cache{
 		dev:       cfg.Device,
@@ -152,7 +165,8 @@ func New(cfg Config) (*Cache, error) {
 		pool:      cfg.Pool,
 		budget:    budget / PageSize,
 		delay:     delay,
-		log:       rateLog{logf: cfg.Logf},
+		logf:      cfg.Logf,
+		logLimit:  LogLimiter{Burst: logBurst},
 		nodes:     map[*Node]struct{}{},
 		stopTimer: make(chan struct{}),
 		timerDone: make(chan struct{}),
@@ -307,40 +321,20 @@ func (c *Cache) markClean(n *Node) {
 	c.unlockVolume()
 }
 
-// rateLog passes at most logBurst messages per second to logf and counts
-// the rest, so a failing device cannot flood the log.
-type rateLog struct {
-	logf       func(format string, args ...any)
-	mu         sync.Mutex
-	window     time.Time
-	n          int
-	suppressed int
-}
-
+// logBurst is how many messages a second the cache logs.
 const logBurst = 10
 
-func (r *rateLog) printf(format string, args ...any) {
-	if r.logf == nil {
+// logError passes a device or write-back error to Config.Logf, at most
+// logBurst a second, so a failing device cannot flood the log.
+func (c *Cache) logError(format string, args ...any) {
+	if c.logf == nil {
 		return
 	}
-	now := time.Now()
-	r.mu.Lock()
-	suppressed := 0
-	if now.Sub(r.window) >= time.Second {
-		suppressed = r.suppressed
-		r.window, r.n, r.suppressed = now, 0, 0
-	}
-	ok := r.n < logBurst
-	if ok {
-		r.n++
-	} else {
-		r.suppressed++
-	}
-	r.mu.Unlock()
-	if suppressed > 0 {
-		r.logf("pagecache: %d similar messages suppressed", suppressed)
+	ok, dropped := c.logLimit.Allow(time.Now())
+	if dropped > 0 {
+		c.logf("pagecache: %d similar messages suppressed", dropped)
 	}
 	if ok {
-		r.logf(format, args...)
+		c.logf(format, args...)
 	}
 }

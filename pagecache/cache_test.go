@@ -182,3 +182,16 @@ func TestCloseWithReadAheadInFlight(t *testing.T) {
 	}
 	fd.settle(t)
 }
+
+// A zero Budget and WritebackDelay mean the exported defaults.
+func TestConfigDefaults(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	c, err := New(Config{Device: r.dev, Queue: r.q, Pool: r.pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.budget != DefaultBudget/PageSize || c.delay != DefaultWritebackDelay {
+		t.Errorf("budget %d pages, delay %v; want %d, %v", c.budget, c.delay, DefaultBudget/PageSize, DefaultWritebackDelay)
+	}
+}

@@ -120,7 +120,7 @@ func (n *Node) fillDone(run []*page, err error) {
 	st.unlock()
 	if err != nil {
 		c.stats.readErrs.Add(1)
-		c.log.printf("pagecache: %v", err)
+		c.logError("pagecache: %v", err)
 	}
 	runWaiters(ws, err)
 }

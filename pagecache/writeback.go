@@ -72,7 +72,7 @@ func (n *Node) writeback() error {
 		}
 		if r.err != nil {
 			c.stats.wrErrs.Add(1)
-			c.log.printf("pagecache: %v", r.err)
+			c.logError("pagecache: %v", r.err)
 			if first == nil {
 				first = r.err
 			}

@@ -8,7 +8,8 @@
 // Every FS method is safe for concurrent use. Errors that a caller should
 // turn into an errno wrap a syscall.Errno (errors.As finds it): ENOENT,
 // EEXIST, ENOTDIR, EISDIR, ENOTEMPTY, ENAMETOOLONG, EINVAL, EPERM, ENOSPC,
-// EROFS, ENODATA, ERANGE, EOPNOTSUPP, EIO.
+// EROFS, ENODATA, ERANGE, EOPNOTSUPP, EIO. Errors about an inconsistent
+// image wrap ErrCorrupt instead (errors.go has the table).
 //
 // # Crash safety
 //
@@ -116,20 +117,27 @@ const (
 	FallocZeroRange = 0x10
 )
 
+// MaxFileSize is the largest file size, and the largest end of a byte range
+// (write, truncate, fallocate, seek), that tfs accepts; the FUSE layer
+// refuses larger offsets before they become int64s. A filelength or extent
+// in an image beyond it is malformed.
+const MaxFileSize = 1 << 62
+
 // Options configure Mount.
 type Options struct {
 	ReadOnly bool
 	// Partition selects the volume in a partitioned image: "" or "root"
 	// (default), "boot", or a decimal byte offset into the device.
 	Partition string
-	// CacheSize is the pagecache budget in bytes (0: a default).
+	// CacheSize is the pagecache budget in bytes (0:
+	// pagecache.DefaultBudget).
 	CacheSize int64
 	// Pool supplies page buffers (nil: one sized from CacheSize).
 	Pool *heap.PagePool
 	// Queue is the bhqueue that device completions arrive on.
 	Queue *bh.Queue
 	// WritebackDelay is how long dirty data and metadata may wait before
-	// being written (0: a default of a few seconds).
+	// being written (0: pagecache.DefaultWritebackDelay).
 	WritebackDelay time.Duration
 	// Logf receives errors found in the background (failed write-backs
 	// and reads of the data cache), rate-limited. nil: not logged.

@@ -1,6 +1,8 @@
 package tfs
 
 import (
+	"syscall"
+
 	"github.com/tfsmount/tfsmount/pagecache"
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
@@ -112,7 +114,7 @@ func (b backing) reserve(off, n int64) error {
 	}
 	free := fs.free.FreeBlocks()
 	if hold := fs.reserved + fs.logReserveShortfall(); free < hold || free-hold < count {
-		return errnoErr("no space for new file data", errENOSPC)
+		return errnoErr("no space for new file data", syscall.ENOSPC)
 	}
 	for _, r := range need {
 		b.n.resv.add(r[0], r[1])
@@ -137,7 +139,7 @@ func (b backing) PrepareWrite(off, n int64) ([]pagecache.Segment, error) {
 	for pos := off; pos < end; {
 		e := b.n.extentAt(uint64(pos) / format.BlockSize)
 		if e == nil {
-			return nil, errnoErr("extent map changed during write-back", errEIO)
+			return nil, errnoErr("extent map changed during write-back", syscall.EIO)
 		}
 		next := min(end, int64(e.end())*format.BlockSize)
 		dev := int64(e.dblock)*format.BlockSize + pos - int64(e.fblock)*format.BlockSize

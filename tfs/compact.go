@@ -3,6 +3,7 @@ package tfs
 import (
 	"fmt"
 	"hash/crc32"
+	"syscall"
 
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/tfs/format"
@@ -67,7 +68,7 @@ func (fs *FS) compactLocked() error {
 			// The area kept for the next extension will do.
 			start, old.nextArea = old.nextArea, 0
 		default:
-			return errnoErr("no free blocks for a compacted log", errENOSPC)
+			return errnoErr("no free blocks for a compacted log", syscall.ENOSPC)
 		}
 	}
 	enc := format.NewEncoder()

@@ -999,7 +999,7 @@ var ruleWorkloads = map[string]func(s *sim){
 			}
 			b := s.create(fmt.Sprintf("/b%d", round))
 			s.write(b, 0, 64<<10)
-			s.do("write back", func() error { return s.fs.data.sync() })
+			s.do("write back", func() error { return s.fs.data.Sync() })
 			s.sync()
 		}
 	},

@@ -7,15 +7,11 @@ import (
 	"github.com/tfsmount/tfsmount/pagecache"
 )
 
-// pageCache adapts the pagecache to dataCache.
-type pageCache struct {
-	c *pagecache.Cache
-}
-
-func newDataCache(fs *FS, opts Options) (dataCache, error) {
+// newDataCache starts the volume's data cache.
+func newDataCache(fs *FS, opts Options) (*pagecache.Cache, error) {
 	budget := opts.CacheSize
 	if budget <= 0 {
-		budget = 64 << 20
+		budget = pagecache.DefaultBudget
 	}
 	pool := opts.Pool
 	if pool == nil {
@@ -32,18 +28,14 @@ func newDataCache(fs *FS, opts Options) (dataCache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start the page cache: %w", err)
 	}
-	return pageCache{c}, nil
+	return c, nil
 }
 
 // CacheStats returns the data cache's counters (hits, fills, write-backs,
 // errors) and its current page counts.
 func (fs *FS) CacheStats() pagecache.Stats {
-	if p, ok := fs.data.(pageCache); ok {
-		return p.c.Stats()
+	if fs.data == nil {
+		return pagecache.Stats{}
 	}
-	return pagecache.Stats{}
+	return fs.data.Stats()
 }
-
-func (p pageCache) newFile(b pagecache.Backing) fileData { return p.c.NewNode(b) }
-func (p pageCache) sync() error                          { return p.c.Sync() }
-func (p pageCache) close() error                         { return p.c.Close() }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"syscall"
 
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/tfs/format"
@@ -332,7 +333,7 @@ func (fs *FS) allocGap(n *Node, g0, g1 uint64, uninited bool) error {
 		}
 		s, k, ok := fs.allocRun(g1 - g0)
 		if !ok {
-			return errnoErr("no free blocks for file data", errENOSPC)
+			return errnoErr("no free blocks for file data", syscall.ENOSPC)
 		}
 		e := &extent{fblock: g0, dblock: s, length: k, allocated: k, uninited: uninited, pending: true}
 		n.insertExtent(e)

@@ -2,6 +2,7 @@ package tfs
 
 import (
 	"fmt"
+	"syscall"
 
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
@@ -16,8 +17,8 @@ const (
 // Fallocate supports mode 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE and
 // ZERO_RANGE with or without KEEP_SIZE.
 func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error {
-	if off < 0 || length <= 0 || off+length < off || off+length > 1<<62 {
-		return errnoErr("fallocate range", errEINVAL)
+	if off < 0 || length <= 0 || off+length < off || off+length > MaxFileSize {
+		return errnoErr("fallocate range", syscall.EINVAL)
 	}
 	if err := checkFile(n); err != nil {
 		return err
@@ -34,7 +35,7 @@ func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error {
 	case FallocZeroRange, FallocZeroRange | FallocKeepSize:
 		return fs.zeroRange(n, mode&FallocKeepSize, off, length)
 	}
-	return errnoErr("fallocate mode", errEOPNOTSUPP)
+	return errnoErr("fallocate mode", syscall.EOPNOTSUPP)
 }
 
 // allocate creates uninited extents for the holes of the range.
@@ -187,7 +188,7 @@ func (fs *FS) Seek(n *Node, off int64, whence int) (int64, error) {
 		return 0, err
 	}
 	if whence != seekData && whence != seekHole {
-		return 0, errnoErr("seek whence", errEINVAL)
+		return 0, errnoErr("seek whence", syscall.EINVAL)
 	}
 	if err := fs.fileData(n).Sync(); err != nil {
 		return 0, err
@@ -196,7 +197,7 @@ func (fs *FS) Seek(n *Node, off int64, whence int) (int64, error) {
 	defer fs.mu.Unlock()
 	size := n.size.Load()
 	if off < 0 || off >= size {
-		return 0, errnoErr("seek past end of file", syscallENXIO)
+		return 0, errnoErr("seek past end of file", syscall.ENXIO)
 	}
 	pos := off
 	for pos < size {
@@ -222,5 +223,5 @@ func (fs *FS) Seek(n *Node, off int64, whence int) (int64, error) {
 	if whence == seekHole {
 		return size, nil
 	}
-	return 0, errnoErr("no data after offset", syscallENXIO)
+	return 0, errnoErr("no data after offset", syscall.ENXIO)
 }

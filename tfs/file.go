@@ -3,6 +3,7 @@ package tfs
 import (
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/tfsmount/tfsmount/pagecache"
@@ -12,32 +13,11 @@ import (
 // Regular file data: reads and writes go through the data cache (the
 // pagecache), which calls back into backing for the block map.
 
-// fileData is the per-file cache handle (pagecache.Node's methods).
-type fileData interface {
-	Read(p []byte, off, size int64) (int, error)
-	Prefetch(off, length, size int64)
-	Write(p []byte, off, size int64) (int, error)
-	Sync() error
-	Truncate(size int64)
-	PunchHole(off, length int64)
-	Drop()
-}
-
-// dataCache is the volume's data cache.
-type dataCache interface {
-	newFile(b pagecache.Backing) fileData
-	sync() error
-	close() error
-}
-
-// fileRef boxes a fileData for Node.fd.
-type fileRef struct{ fileData }
-
 // fileData returns n's cache handle, creating it on first use. The common
 // case takes no lock: reads and writes of different files share nothing.
-func (fs *FS) fileData(n *Node) fileData {
-	if r := n.fd.Load(); r != nil {
-		return r.fileData
+func (fs *FS) fileData(n *Node) *pagecache.Node {
+	if fd := n.fd.Load(); fd != nil {
+		return fd
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -45,20 +25,17 @@ func (fs *FS) fileData(n *Node) fileData {
 }
 
 // fileDataLocked is fileData with fs.mu held.
-func (fs *FS) fileDataLocked(n *Node) fileData {
+func (fs *FS) fileDataLocked(n *Node) *pagecache.Node {
 	if n.fd.Load() == nil {
-		n.fd.Store(&fileRef{fs.data.newFile(backing{fs, n})})
+		n.fd.Store(fs.data.NewNode(backing{fs, n}))
 	}
-	return n.fd.Load().fileData
+	return n.fd.Load()
 }
 
 // takeFileDataLocked detaches n's cache handle (nil if it has none) for
 // dropping.
-func takeFileDataLocked(n *Node) fileData {
-	if r := n.fd.Swap(nil); r != nil {
-		return r.fileData
-	}
-	return nil
+func takeFileDataLocked(n *Node) *pagecache.Node {
+	return n.fd.Swap(nil)
 }
 
 func checkFile(n *Node) error {
@@ -66,9 +43,9 @@ func checkFile(n *Node) error {
 	case KindFile:
 		return nil
 	case KindDir:
-		return errnoErr("is a directory", errEISDIR)
+		return errnoErr("is a directory", syscall.EISDIR)
 	}
-	return errnoErr("not a regular file", errEINVAL)
+	return errnoErr("not a regular file", syscall.EINVAL)
 }
 
 // Open notes an open reference: an unlinked file keeps its data until the
@@ -87,7 +64,7 @@ func (fs *FS) Release(n *Node) {
 		n.opens--
 	}
 	gone := n.opens == 0 && n.orphan
-	var fd fileData
+	var fd *pagecache.Node
 	if gone {
 		n.orphan = false
 		fd = takeFileDataLocked(n)
@@ -126,7 +103,7 @@ const (
 func (fs *FS) allocWaitingForOrphans(alloc func() error) error {
 	for attempt := 0; ; attempt++ {
 		err := alloc()
-		if !errors.Is(err, errENOSPC) {
+		if !errors.Is(err, syscall.ENOSPC) {
 			return err
 		}
 		fs.mu.Lock()
@@ -178,7 +155,7 @@ func (fs *FS) dropFileLocked(n *Node) {
 // Read reads file bytes at off; short only at EOF.
 func (fs *FS) Read(n *Node, p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, errnoErr("negative offset", errEINVAL)
+		return 0, errnoErr("negative offset", syscall.EINVAL)
 	}
 	if err := checkFile(n); err != nil {
 		return 0, err
@@ -212,8 +189,8 @@ func (fs *FS) Prefetch(n *Node, max int64) {
 
 // Write writes p at off, extending the file if needed.
 func (fs *FS) Write(n *Node, p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) < off || off+int64(len(p)) > 1<<62 {
-		return 0, errnoErr("offset out of range", errEINVAL)
+	if off < 0 || off+int64(len(p)) < off || off+int64(len(p)) > MaxFileSize {
+		return 0, errnoErr("offset out of range", syscall.EINVAL)
 	}
 	if err := checkFile(n); err != nil {
 		return 0, err
@@ -256,7 +233,7 @@ func (fs *FS) Write(n *Node, p []byte, off int64) (int, error) {
 // zeroTail zeroes, through the cache, the bytes after the old end of file
 // in its last block when the file grows past it, so stale bytes that the
 // block held beyond EOF never become file content.
-func (fs *FS) zeroTail(n *Node, fd fileData, size, upto int64) error {
+func (fs *FS) zeroTail(n *Node, fd *pagecache.Node, size, upto int64) error {
 	if size%format.BlockSize == 0 {
 		return nil
 	}
@@ -290,8 +267,8 @@ func (fs *FS) touchLocked(n *Node, modify bool) {
 // Truncate sets the file size. Shrinking frees the extents past the new
 // end and shortens a straddling one, so no stale bytes can reappear.
 func (fs *FS) Truncate(n *Node, size int64) error {
-	if size < 0 || size > 1<<62 {
-		return errnoErr("size out of range", errEINVAL)
+	if size < 0 || size > MaxFileSize {
+		return errnoErr("size out of range", syscall.EINVAL)
 	}
 	if err := checkFile(n); err != nil {
 		return err

@@ -2,6 +2,7 @@ package tfs
 
 import (
 	"fmt"
+	"syscall"
 
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
@@ -17,7 +18,7 @@ import (
 // nothing.
 func (fs *FS) SetFlags(n *Node, exec, readonly *bool) error {
 	if n.kind != KindFile {
-		return errnoErr("exec and readonly flags exist only on regular files", errEPERM)
+		return errnoErr("exec and readonly flags exist only on regular files", syscall.EPERM)
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()

@@ -7,11 +7,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/heap"
+	"github.com/tfsmount/tfsmount/pagecache"
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
@@ -41,7 +43,7 @@ type FS struct {
 	inoBase  uint64
 	gen      uint32
 	spareIno uint64
-	data     dataCache
+	data     *pagecache.Cache
 	reserved uint64 // blocks promised to delayed allocation
 	dirty    map[*Node]bool
 	// orphans counts files unlinked while open, whose blocks come back at
@@ -123,7 +125,7 @@ func load(dev blockdev.Device, opts Options, salvage bool) (*FS, []problem, erro
 		if t := fs.log.Torn; t != nil {
 			rootErr += fmt.Sprintf(" (the log was ended at block %d byte %d: %s)", t.At.Ext, t.At.Pos, t.Why)
 		}
-		return nil, nil, fmt.Errorf("%s: %s", loc.What, rootErr)
+		return nil, nil, fmt.Errorf("%s: %w: %s", loc.What, format.ErrCorrupt, rootErr)
 	}
 	if salvage {
 		fs.logUsed = fs.free.Clone()
@@ -172,8 +174,8 @@ func (fs *FS) start(opts Options, problems []problem) error {
 				}
 				msgs = append(msgs, p.String())
 			}
-			return fmt.Errorf("%s: %d malformed entries or extents (%s): mount it read-only (-o ro) to read the rest, or repair it with tfsmount fsck --repair",
-				fs.loc.What, len(problems), strings.Join(msgs, "; "))
+			return fmt.Errorf("%s: %w: %d malformed entries or extents (%s): mount it read-only (-o ro) to read the rest, or repair it with tfsmount fsck --repair",
+				fs.loc.What, format.ErrCorrupt, len(problems), strings.Join(msgs, "; "))
 		}
 		if opts.Logf != nil {
 			for i, p := range problems {
@@ -187,7 +189,7 @@ func (fs *FS) start(opts Options, problems []problem) error {
 	}
 	fs.delay = opts.WritebackDelay
 	if fs.delay <= 0 {
-		fs.delay = 2 * time.Second
+		fs.delay = pagecache.DefaultWritebackDelay
 	}
 	if fs.data, err = newDataCache(fs, opts); err != nil {
 		return err
@@ -258,11 +260,11 @@ func (fs *FS) StatFS() StatFS {
 
 func (fs *FS) children(dir *Node) (*format.Tuple, error) {
 	if dir.kind != KindDir {
-		return nil, errnoErr("not a directory", errENOTDIR)
+		return nil, errnoErr("not a directory", syscall.ENOTDIR)
 	}
 	c, ok := dir.t.Attrs["children"].(*format.Tuple)
 	if !ok {
-		return nil, errnoErr("directory without children", errEIO)
+		return nil, corruptErr("directory without children")
 	}
 	return c, nil
 }
@@ -289,7 +291,7 @@ func (fs *FS) Lookup(dir *Node, name string) (*Node, error) {
 	}
 	if name == ".." {
 		if dir.kind != KindDir {
-			return nil, errnoErr("not a directory", errENOTDIR)
+			return nil, errnoErr("not a directory", syscall.ENOTDIR)
 		}
 		return dir.parent, nil
 	}
@@ -298,7 +300,7 @@ func (fs *FS) Lookup(dir *Node, name string) (*Node, error) {
 		return nil, err
 	}
 	if n == nil {
-		return nil, errnoErr(fmt.Sprintf("lookup %q", name), errENOENT)
+		return nil, errnoErr(fmt.Sprintf("lookup %q", name), syscall.ENOENT)
 	}
 	return n, nil
 }
@@ -327,7 +329,7 @@ func (fs *FS) ReadDir(dir *Node) ([]DirEntry, error) {
 // Resolve looks up an absolute guest path without following symlinks.
 func (fs *FS) Resolve(path string) (*Node, error) {
 	if !strings.HasPrefix(path, "/") {
-		return nil, errnoErr(fmt.Sprintf("path %q is not absolute", path), errEINVAL)
+		return nil, errnoErr(fmt.Sprintf("path %q is not absolute", path), syscall.EINVAL)
 	}
 	n := fs.root
 	for _, comp := range strings.Split(path, "/") {
@@ -348,11 +350,11 @@ func (fs *FS) Readlink(n *Node) (string, error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if n.kind != KindSymlink {
-		return "", errnoErr("not a symlink", errEINVAL)
+		return "", errnoErr("not a symlink", syscall.EINVAL)
 	}
 	s, ok := format.TextOf(n.t.Attrs["linktarget"])
 	if !ok {
-		return "", errnoErr("linktarget is not a string", errEIO)
+		return "", corruptErr("linktarget is not a string")
 	}
 	return s, nil
 }
@@ -379,7 +381,7 @@ func (fs *FS) Close() error {
 	if !fs.ro {
 		errs = append(errs, fs.flush(true))
 	}
-	errs = append(errs, fs.data.close())
+	errs = append(errs, fs.data.Close())
 	if !fs.ro {
 		// Closing the cache may have committed late write-backs.
 		fs.mu.Lock()
@@ -417,10 +419,10 @@ func (fs *FS) flusher() {
 
 func (fs *FS) checkWritable() error {
 	if fs.ro {
-		return errnoErr("read-only mount", errEROFS)
+		return errnoErr("read-only mount", syscall.EROFS)
 	}
 	if fs.closed.Load() {
-		return errnoErr("filesystem closed", errEIO)
+		return errnoErr("filesystem closed", syscall.EIO)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package tfs
 import (
 	"fmt"
 	"strings"
+	"syscall"
 
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
@@ -174,7 +175,7 @@ func (fs *FS) walk(f func(path string, n *Node)) {
 // compaction.
 func Repair(dev blockdev.Device, opts Options) ([]string, *FsckReport, error) {
 	if dev.ReadOnly() {
-		return nil, nil, errnoErr("repair needs a writable device", errEROFS)
+		return nil, nil, errnoErr("repair needs a writable device", syscall.EROFS)
 	}
 	opts.ReadOnly = false
 	fs, problems, err := load(dev, opts, true)

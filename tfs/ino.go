@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"syscall"
 
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
@@ -36,7 +37,8 @@ import (
 // share a number during a mount.
 
 // spareInoBase starts the numbers of nodes whose tuple the log could not
-// index; they are never stable across mounts.
+// index; they are never stable across mounts. (Its value is MaxFileSize's,
+// but it is an inode number, not a size.)
 const spareInoBase = 1 << 62
 
 // genOf is the generation of the numbering with base within the log
@@ -108,7 +110,7 @@ func (fs *FS) NodeByIno(ino uint64) (*Node, error) {
 	defer fs.mu.Unlock()
 	n := fs.byIno[ino]
 	if n == nil || (n != fs.root && n.links == 0) {
-		return nil, errnoErr(fmt.Sprintf("inode %d", ino), errENOENT)
+		return nil, errnoErr(fmt.Sprintf("inode %d", ino), syscall.ENOENT)
 	}
 	return n, nil
 }
@@ -120,10 +122,10 @@ func (fs *FS) Parent(dir *Node) (*Node, string, error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if dir.kind != KindDir {
-		return nil, "", errnoErr("parent of a non-directory", errENOTDIR)
+		return nil, "", errnoErr("parent of a non-directory", syscall.ENOTDIR)
 	}
 	if dir == fs.root || dir.links == 0 || dir.parent == nil {
-		return nil, "", errnoErr(fmt.Sprintf("parent of inode %d", dir.ino), errENOENT)
+		return nil, "", errnoErr(fmt.Sprintf("parent of inode %d", dir.ino), syscall.ENOENT)
 	}
 	p := dir.parent
 	c, err := fs.children(p)
@@ -135,5 +137,5 @@ func (fs *FS) Parent(dir *Node) (*Node, string, error) {
 			return p, name, nil
 		}
 	}
-	return nil, "", errnoErr(fmt.Sprintf("inode %d is not in its parent", dir.ino), errENOENT)
+	return nil, "", errnoErr(fmt.Sprintf("inode %d is not in its parent", dir.ino), syscall.ENOENT)
 }

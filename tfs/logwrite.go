@@ -3,6 +3,7 @@ package tfs
 import (
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/tfs/format"
@@ -117,7 +118,7 @@ func (w *logWriter) extend() error {
 	if start == 0 {
 		s, ok := fs.free.Alloc(format.ExtBlocks)
 		if !ok {
-			return errnoErr("no free blocks for a new log extension", errENOSPC)
+			return errnoErr("no free blocks for a new log extension", syscall.ENOSPC)
 		}
 		start = s
 	}
@@ -330,12 +331,12 @@ func (w *logWriter) markDone(x extWrite) bool {
 // logEntry encodes and stages a whole entry built by f.
 func (fs *FS) logEntry(f func(e *format.Encoder, b []byte) []byte) error {
 	if fs.w == nil {
-		return errnoErr("read-only mount", errEROFS)
+		return errnoErr("read-only mount", syscall.EROFS)
 	}
 	// Bound what waits in memory when log writes keep failing (Nanos
 	// refuses changes beyond 32 MiB staged, too).
 	if fs.w.staged() > maxStaged {
-		return errnoErr("too much metadata waiting for the log to be written", errENOSPC)
+		return errnoErr("too much metadata waiting for the log to be written", syscall.ENOSPC)
 	}
 	b := f(fs.w.enc, make([]byte, 0, 64))
 	if err := fs.w.stage(b); err != nil {
@@ -402,7 +403,7 @@ func (fs *FS) flush(full bool) error {
 	if fs.ro {
 		return nil
 	}
-	return fs.flushLog(full, fs.data.sync())
+	return fs.flushLog(full, fs.data.Sync())
 }
 
 // flushLog is flush without the data write-back, for callers that wrote

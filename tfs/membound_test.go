@@ -95,7 +95,7 @@ func TestMemoryBoundOnHostileImages(t *testing.T) {
 		return append(b, 0x91, 0x81, 'a', 0x90, format.RecEndOfLog)
 	}()
 	bigFile := formattest.File(map[string][3]uint64{"0": {3000, 1, 1}})
-	bigFile.Attrs["filelength"] = format.IntOf(1 << 62)
+	bigFile.Attrs["filelength"] = format.IntOf(MaxFileSize)
 	hugeExtent := formattest.File(map[string][3]uint64{"0": {3000, 1 << 40, 1 << 40}})
 	cases := []struct {
 		name   string

@@ -7,9 +7,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"unicode/utf8"
 
 	"github.com/tfsmount/tfsmount/heap"
+	"github.com/tfsmount/tfsmount/pagecache"
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
@@ -40,9 +42,9 @@ type Node struct {
 	extend     sync.Mutex
 	loggedSize int64 // size as the log (staged or written) has it
 	opens      int
-	orphan     bool                    // unlinked while open: the last Release frees it (FS.orphans counts these)
-	fd         atomic.Pointer[fileRef] // the file's pagecache node, made on first use under fs.mu
-	resv       blockSet                // file blocks reserved for delayed allocation
+	orphan     bool                           // unlinked while open: the last Release frees it (FS.orphans counts these)
+	fd         atomic.Pointer[pagecache.Node] // the file's cache handle, made on first use under fs.mu
+	resv       blockSet                       // file blocks reserved for delayed allocation
 	// timesDirty: mtime/atime changed in memory and not yet logged.
 	timesDirty bool
 }
@@ -84,13 +86,13 @@ const maxNameLen = 255
 func checkName(name string) error {
 	switch {
 	case name == "" || name == "." || name == "..":
-		return errnoErr(fmt.Sprintf("name %q is reserved", name), errEINVAL)
+		return errnoErr(fmt.Sprintf("name %q is reserved", name), syscall.EINVAL)
 	case strings.ContainsAny(name, "/\x00"):
-		return errnoErr(fmt.Sprintf("name %q contains '/' or NUL", name), errEINVAL)
+		return errnoErr(fmt.Sprintf("name %q contains '/' or NUL", name), syscall.EINVAL)
 	case len(name) > maxNameLen:
-		return errnoErr(fmt.Sprintf("name of %d bytes is longer than %d", len(name), maxNameLen), errENAMETOOLONG)
+		return errnoErr(fmt.Sprintf("name of %d bytes is longer than %d", len(name), maxNameLen), syscall.ENAMETOOLONG)
 	case !utf8.ValidString(name):
-		return errnoErr(fmt.Sprintf("name %q is not valid UTF-8", name), errEINVAL)
+		return errnoErr(fmt.Sprintf("name %q is not valid UTF-8", name), syscall.EINVAL)
 	}
 	return nil
 }
@@ -286,7 +288,7 @@ func (b *builder) file(n *Node, path string) {
 	badLength := false
 	if v, ok := t.Attrs["filelength"]; ok {
 		l, ok := format.NumberOf(v)
-		if !ok || l > 1<<62 {
+		if !ok || l > MaxFileSize {
 			badLength = true
 		} else {
 			n.size.Store(int64(l))
@@ -357,7 +359,7 @@ func (b *builder) file(n *Node, path string) {
 		case e.allocated > vol || e.dblock > vol-e.allocated:
 			b.add(drop, where, "extent dropped: blocks [%d,+%d) lie outside the volume of %d blocks", e.dblock, e.allocated, vol)
 			continue
-		case e.fblock > (1<<62)/format.BlockSize-e.length:
+		case e.fblock > MaxFileSize/format.BlockSize-e.length:
 			b.add(drop, where, "extent dropped: file blocks [%d,+%d) overflow", e.fblock, e.length)
 			continue
 		}

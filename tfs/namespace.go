@@ -2,8 +2,10 @@ package tfs
 
 import (
 	"fmt"
+	"syscall"
 	"time"
 
+	"github.com/tfsmount/tfsmount/pagecache"
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
@@ -22,7 +24,7 @@ func (fs *FS) entryPrep(dir *Node, name string) (*format.Tuple, *Node, error) {
 		return nil, nil, err
 	}
 	if dir != fs.root && dir.links == 0 {
-		return nil, nil, errnoErr("directory was removed", errENOENT)
+		return nil, nil, errnoErr("directory was removed", syscall.ENOENT)
 	}
 	if err := checkName(name); err != nil {
 		return nil, nil, err
@@ -67,9 +69,9 @@ func (fs *FS) Create(dir *Node, name string, excl bool) (*Node, error) {
 	if old != nil {
 		switch {
 		case excl:
-			return nil, errnoErr(fmt.Sprintf("create %q", name), errEEXIST)
+			return nil, errnoErr(fmt.Sprintf("create %q", name), syscall.EEXIST)
 		case old.kind == KindDir:
-			return nil, errnoErr(fmt.Sprintf("create %q", name), errEISDIR)
+			return nil, errnoErr(fmt.Sprintf("create %q", name), syscall.EISDIR)
 		}
 		return old, nil
 	}
@@ -90,10 +92,10 @@ func (fs *FS) Mkdir(dir *Node, name string) (*Node, error) {
 // Symlink makes a symbolic link holding target verbatim.
 func (fs *FS) Symlink(dir *Node, name, target string) (*Node, error) {
 	if len(target) >= 4096 {
-		return nil, errnoErr("symlink target of 4096 bytes or more", errENAMETOOLONG)
+		return nil, errnoErr("symlink target of 4096 bytes or more", syscall.ENAMETOOLONG)
 	}
 	if target == "" {
-		return nil, errnoErr("empty symlink target", errENOENT)
+		return nil, errnoErr("empty symlink target", syscall.ENOENT)
 	}
 	return fs.makeEntry(dir, name, "symlink", KindSymlink, func(t *format.Tuple) {
 		nowTimes(t)
@@ -119,7 +121,7 @@ func (fs *FS) makeEntry(dir *Node, name, op string, kind Kind, fill func(t *form
 		return nil, err
 	}
 	if old != nil {
-		return nil, errnoErr(fmt.Sprintf("%s %q", op, name), errEEXIST)
+		return nil, errnoErr(fmt.Sprintf("%s %q", op, name), syscall.EEXIST)
 	}
 	t := format.NewTuple()
 	fill(t)
@@ -135,13 +137,13 @@ func (fs *FS) Link(n, dir *Node, name string) error {
 		return err
 	}
 	if n.kind == KindDir {
-		return errnoErr("hard link to a directory", errEPERM)
+		return errnoErr("hard link to a directory", syscall.EPERM)
 	}
 	if old != nil {
-		return errnoErr(fmt.Sprintf("link %q", name), errEEXIST)
+		return errnoErr(fmt.Sprintf("link %q", name), syscall.EEXIST)
 	}
 	if n.links == 0 {
-		return errnoErr("link to a removed file", errENOENT)
+		return errnoErr("link to a removed file", syscall.ENOENT)
 	}
 	if err := fs.logEAV(c, name, n.t, true); err != nil {
 		return err
@@ -156,15 +158,15 @@ func (fs *FS) Unlink(dir *Node, name string) error {
 	fs.mu.Lock()
 	c, n, err := fs.entryPrep(dir, name)
 	if err == nil && n == nil {
-		err = errnoErr(fmt.Sprintf("unlink %q", name), errENOENT)
+		err = errnoErr(fmt.Sprintf("unlink %q", name), syscall.ENOENT)
 	}
 	if err == nil && n.kind == KindDir {
-		err = errnoErr(fmt.Sprintf("unlink %q", name), errEISDIR)
+		err = errnoErr(fmt.Sprintf("unlink %q", name), syscall.EISDIR)
 	}
 	if err == nil {
 		err = fs.logEAV(c, name, nil, false)
 	}
-	var drop fileData
+	var drop *pagecache.Node
 	if err == nil {
 		fs.touchLocked(dir, true)
 		drop, err = fs.unrefLocked(n)
@@ -176,7 +178,7 @@ func (fs *FS) Unlink(dir *Node, name string) error {
 
 // unrefLocked drops one directory reference to n. When the last goes and
 // the file is not open, its cache handle is returned for finishDrop.
-func (fs *FS) unrefLocked(n *Node) (fileData, error) {
+func (fs *FS) unrefLocked(n *Node) (*pagecache.Node, error) {
 	n.links--
 	if n.links > 0 {
 		return nil, fs.logEAV(n.t, "nlink", format.IntOf(uint64(n.links)), false)
@@ -200,7 +202,7 @@ func (fs *FS) unrefLocked(n *Node) (fileData, error) {
 
 // finishDrop discards the cached pages of a removed file, waiting for any
 // write-back, and only then frees its blocks. Called without mu.
-func (fs *FS) finishDrop(n *Node, fd fileData) {
+func (fs *FS) finishDrop(n *Node, fd *pagecache.Node) {
 	if fd == nil {
 		return
 	}
@@ -212,7 +214,7 @@ func (fs *FS) finishDrop(n *Node, fd fileData) {
 
 // dropCached discards the cached pages of a removed file (fd may be nil),
 // waiting for any write-back to its blocks; only then may they be freed.
-func dropCached(fd fileData) {
+func dropCached(fd *pagecache.Node) {
 	if fd == nil {
 		return
 	}
@@ -229,13 +231,13 @@ func (fs *FS) Rmdir(dir *Node, name string) error {
 		return err
 	}
 	if n == nil {
-		return errnoErr(fmt.Sprintf("rmdir %q", name), errENOENT)
+		return errnoErr(fmt.Sprintf("rmdir %q", name), syscall.ENOENT)
 	}
 	if n.kind != KindDir {
-		return errnoErr(fmt.Sprintf("rmdir %q", name), errENOTDIR)
+		return errnoErr(fmt.Sprintf("rmdir %q", name), syscall.ENOTDIR)
 	}
 	if cc, _ := n.t.Attrs["children"].(*format.Tuple); cc != nil && len(cc.Attrs) > 0 {
-		return errnoErr(fmt.Sprintf("rmdir %q", name), errENOTEMPTY)
+		return errnoErr(fmt.Sprintf("rmdir %q", name), syscall.ENOTEMPTY)
 	}
 	if err := fs.logEAV(c, name, nil, false); err != nil {
 		return err
@@ -265,10 +267,10 @@ func isAncestor(a, d *Node) bool {
 // logs only the two children EAVs (notes §10).
 func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags RenameFlags) error {
 	if flags&RenameWhiteout != 0 || flags&^(RenameNoReplace|RenameExchange) != 0 {
-		return errnoErr("rename flags", errEINVAL)
+		return errnoErr("rename flags", syscall.EINVAL)
 	}
 	if flags == RenameNoReplace|RenameExchange {
-		return errnoErr("RENAME_NOREPLACE with RENAME_EXCHANGE", errEINVAL)
+		return errnoErr("RENAME_NOREPLACE with RENAME_EXCHANGE", syscall.EINVAL)
 	}
 	fs.mu.Lock()
 	if err := fs.checkWritable(); err != nil {
@@ -286,14 +288,14 @@ func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags R
 	}
 	if src == nil {
 		fs.mu.Unlock()
-		return errnoErr(fmt.Sprintf("rename %q", oname), errENOENT)
+		return errnoErr(fmt.Sprintf("rename %q", oname), syscall.ENOENT)
 	}
 	nc, dst, err := fs.entryPrep(ndir, nname)
 	if err != nil {
 		fs.mu.Unlock()
 		return err
 	}
-	var drop fileData
+	var drop *pagecache.Node
 	err = fs.renameLocked(odir, oc, oname, src, ndir, nc, nname, dst, flags, &drop)
 	fs.mu.Unlock()
 	if dst != nil {
@@ -302,16 +304,16 @@ func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags R
 	return err
 }
 
-func (fs *FS) renameLocked(odir *Node, oc *format.Tuple, oname string, src *Node, ndir *Node, nc *format.Tuple, nname string, dst *Node, flags RenameFlags, drop *fileData) error {
+func (fs *FS) renameLocked(odir *Node, oc *format.Tuple, oname string, src *Node, ndir *Node, nc *format.Tuple, nname string, dst *Node, flags RenameFlags, drop **pagecache.Node) error {
 	if src.kind == KindDir && isAncestor(src, ndir) {
-		return errnoErr("move a directory into itself", errEINVAL)
+		return errnoErr("move a directory into itself", syscall.EINVAL)
 	}
 	if flags&RenameExchange != 0 {
 		if dst == nil {
-			return errnoErr(fmt.Sprintf("exchange with %q", nname), errENOENT)
+			return errnoErr(fmt.Sprintf("exchange with %q", nname), syscall.ENOENT)
 		}
 		if dst.kind == KindDir && isAncestor(dst, odir) {
-			return errnoErr("move a directory into itself", errEINVAL)
+			return errnoErr("move a directory into itself", syscall.EINVAL)
 		}
 		if src == dst {
 			return nil
@@ -338,19 +340,19 @@ func (fs *FS) renameLocked(odir *Node, oc *format.Tuple, oname string, src *Node
 	}
 	if dst != nil {
 		if flags&RenameNoReplace != 0 {
-			return errnoErr(fmt.Sprintf("rename onto %q", nname), errEEXIST)
+			return errnoErr(fmt.Sprintf("rename onto %q", nname), syscall.EEXIST)
 		}
 		if dst == src {
 			return nil // two links to one file: POSIX says do nothing
 		}
 		switch {
 		case src.kind == KindDir && dst.kind != KindDir:
-			return errnoErr(fmt.Sprintf("rename a directory onto %q", nname), errENOTDIR)
+			return errnoErr(fmt.Sprintf("rename a directory onto %q", nname), syscall.ENOTDIR)
 		case src.kind != KindDir && dst.kind == KindDir:
-			return errnoErr(fmt.Sprintf("rename onto directory %q", nname), errEISDIR)
+			return errnoErr(fmt.Sprintf("rename onto directory %q", nname), syscall.EISDIR)
 		case dst.kind == KindDir:
 			if cc, _ := dst.t.Attrs["children"].(*format.Tuple); cc != nil && len(cc.Attrs) > 0 {
-				return errnoErr(fmt.Sprintf("rename onto %q", nname), errENOTEMPTY)
+				return errnoErr(fmt.Sprintf("rename onto %q", nname), syscall.ENOTEMPTY)
 			}
 		}
 	}

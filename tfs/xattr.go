@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tfsmount/tfsmount/tfs/format"
@@ -26,7 +27,7 @@ func isXattrName(name string) bool {
 // checkXattrName accepts user.* names from the host side only.
 func checkXattrName(name string) error {
 	if !strings.HasPrefix(name, "user.") || !isXattrName(name) || len(name) > 255 {
-		return errnoErr(fmt.Sprintf("xattr name %q: only user.* is supported", name), errEOPNOTSUPP)
+		return errnoErr(fmt.Sprintf("xattr name %q: only user.* is supported", name), syscall.EOPNOTSUPP)
 	}
 	return nil
 }
@@ -36,11 +37,11 @@ func (fs *FS) GetXattr(n *Node, name string) ([]byte, error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if !isXattrName(name) {
-		return nil, errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
+		return nil, errnoErr(fmt.Sprintf("xattr %q", name), syscall.ENODATA)
 	}
 	s, ok := format.TextOf(n.t.Attrs[name])
 	if !ok {
-		return nil, errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
+		return nil, errnoErr(fmt.Sprintf("xattr %q", name), syscall.ENODATA)
 	}
 	return []byte(s), nil
 }
@@ -51,7 +52,7 @@ func (fs *FS) SetXattr(n *Node, name string, value []byte, flags int) error {
 		return err
 	}
 	if flags&^(xattrCreate|xattrReplace) != 0 || flags == xattrCreate|xattrReplace {
-		return errnoErr("xattr flags", errEINVAL)
+		return errnoErr("xattr flags", syscall.EINVAL)
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -60,10 +61,10 @@ func (fs *FS) SetXattr(n *Node, name string, value []byte, flags int) error {
 	}
 	_, has := n.t.Attrs[name]
 	if flags&xattrCreate != 0 && has {
-		return errnoErr(fmt.Sprintf("xattr %q", name), errEEXIST)
+		return errnoErr(fmt.Sprintf("xattr %q", name), syscall.EEXIST)
 	}
 	if flags&xattrReplace != 0 && !has {
-		return errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
+		return errnoErr(fmt.Sprintf("xattr %q", name), syscall.ENODATA)
 	}
 	return fs.logEAV(n.t, name, format.StrOf(string(value)), false)
 }
@@ -93,7 +94,7 @@ func (fs *FS) RemoveXattr(n *Node, name string) error {
 		return err
 	}
 	if _, ok := n.t.Attrs[name]; !ok {
-		return errnoErr(fmt.Sprintf("xattr %q", name), errENODATA)
+		return errnoErr(fmt.Sprintf("xattr %q", name), syscall.ENODATA)
 	}
 	return fs.logEAV(n.t, name, nil, false)
 }

@@ -14,12 +14,10 @@ import (
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/heap"
+	"github.com/tfsmount/tfsmount/pagecache"
 	"github.com/tfsmount/tfsmount/tfs"
 	"github.com/tfsmount/tfsmount/tfs/fusefs"
 )
-
-// defaultCacheSize is the page buffer budget when cache_size= is not given.
-const defaultCacheSize = 256 << 20
 
 // mountArgs is a parsed mount command line.
 type mountArgs struct {
@@ -193,7 +191,7 @@ func serve(a mountArgs, ready *os.File) int {
 	o := a.opts
 	cacheSize := o.CacheSize
 	if cacheSize == 0 {
-		cacheSize = defaultCacheSize
+		cacheSize = pagecache.DefaultBudget
 	}
 	st := &mountState{q: bh.NewQueue(2)}
 	defer st.q.Close()

@@ -20,7 +20,7 @@ type mountOptions struct {
 	// NoDefaultPermissions: no_default_permissions was asked for, so
 	// allow_other does not turn default_permissions on.
 	NoDefaultPermissions bool
-	CacheSize            int64  // pagecache budget in bytes; 0: the default
+	CacheSize            int64  // pagecache budget in bytes; 0: pagecache.DefaultBudget
 	IO                   string // auto, uring or sync
 	Partition            string // root, boot or a byte offset
 	FsName               string // "": the IMAGE argument
@@ -262,6 +262,8 @@ func parseSize(s string) (int64, error) {
 	if err != nil || v < 0 {
 		return 0, fmt.Errorf("bad size %q: want bytes or a number with K, M, G or T", s)
 	}
+	// Not a file-size limit: no size option needs more than 2^62 bytes, and
+	// the bound keeps v*mult from overflowing.
 	if v > (1<<62)/mult {
 		return 0, fmt.Errorf("size %q is too large", s)
 	}

@@ -15,11 +15,14 @@ import (
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/heap"
+	"github.com/tfsmount/tfsmount/pagecache"
 	"github.com/tfsmount/tfsmount/tfs"
 )
 
-// offlineCacheSize is the page budget of the offline commands.
-const offlineCacheSize = 64 << 20
+// offlineCacheSize is the page budget of the offline commands (64 MiB), a
+// quarter of a mount's: they are short-lived and read or write each file
+// once, so a larger cache would only hold more memory.
+const offlineCacheSize = pagecache.DefaultBudget / 4
 
 // volume is an image opened without FUSE, for the offline commands.
 type volume struct {

@@ -279,7 +279,7 @@ func Replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *LogP
 			err = fmt.Errorf("header says %d blocks, but the link gave %d", size, ext.NBlocks)
 		}
 		if err != nil {
-			return nil, &logFailure{err: fmt.Errorf("%s: header: %w", where(0), err), ext: ext, link: link}
+			return nil, &logFailure{err: fmt.Errorf("%s: header: %w: %w", where(0), err, ErrCorrupt), ext: ext, link: link}
 		}
 		if initial {
 			l.UUID, l.Label = uuid, label
@@ -291,7 +291,7 @@ func Replay(dev blockdev.Device, volBlocks uint64, used *heap.Ranges, stop *LogP
 		// reaches (by what could be read of it) to end, and returns the
 		// failure.
 		fail := func(recPos, end int, format string, args ...any) (*Log, *logFailure) {
-			f.err = fmt.Errorf("%s: %s", where(recPos), fmt.Sprintf(format, args...))
+			f.err = fmt.Errorf("%s: %s: %w", where(recPos), fmt.Sprintf(format, args...), ErrCorrupt)
 			f.starts = append(f.starts, recPos)
 			f.ends = append(f.ends, end)
 			return nil, f

@@ -66,7 +66,7 @@ func LocateVolume(dev blockdev.Device, partition string) (VolumeLocation, error)
 	}
 	off := int64(lba) * 512
 	if off >= size {
-		return VolumeLocation{}, fmt.Errorf("MBR: %s partition entry %d starts at byte %d, past the end of the %d-byte device", name, idx, off, size)
+		return VolumeLocation{}, fmt.Errorf("MBR: %s partition entry %d starts at byte %d, past the end of the %d-byte device: %w", name, idx, off, size, ErrCorrupt)
 	}
 	vsize := size - off // the kernel ignores the root entry's sector count
 	if partition == "boot" {

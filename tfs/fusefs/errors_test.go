@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/tfsmount/tfsmount/heap"
+	"github.com/tfsmount/tfsmount/pagecache"
+	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
 func TestToErrno(t *testing.T) {
 	var logged []string
-	m := &mount{cfg: Config{Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }}}
+	m := &mount{cfg: Config{Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }},
+		limit: pagecache.LogLimiter{Burst: logBurst}}
 	cases := []struct {
 		err  error
 		want syscall.Errno
@@ -22,6 +26,11 @@ func TestToErrno(t *testing.T) {
 		{fmt.Errorf("outer: %w", fmt.Errorf("inner: %w", syscall.ENOSPC)), syscall.ENOSPC, false},
 		{errors.New("extent 3 of node 9 ends past the volume"), syscall.EIO, true},
 		{fmt.Errorf("read block 12: %w", syscall.EIO), syscall.EIO, true},
+		// The sentinels (errnoOf says why each is EIO).
+		{fmt.Errorf("readdir of inode 7: directory without children: %w", format.ErrCorrupt), syscall.EIO, true},
+		{fmt.Errorf("write file bytes [0,4096): %w", heap.ErrNoMemory), syscall.EIO, true},
+		// A sentinel wins over an errno wrapped with it.
+		{fmt.Errorf("%w: %w", syscall.ENOENT, format.ErrCorrupt), syscall.EIO, true},
 	}
 	for _, c := range cases {
 		logged = nil
@@ -32,26 +41,7 @@ func TestToErrno(t *testing.T) {
 			t.Errorf("toErrno(%v) logged %q, want logging %v", c.err, logged, c.logs)
 		}
 	}
-	if m.errors.Load() != 2 {
-		t.Errorf("error counter %d, want 2", m.errors.Load())
-	}
-}
-
-func TestLogLimiter(t *testing.T) {
-	var l logLimiter
-	t0 := time.Unix(1000, 0)
-	for i := 0; i < logBurst; i++ {
-		if ok, _ := l.allow(t0); !ok {
-			t.Fatalf("message %d of the first second held back", i)
-		}
-	}
-	for i := 0; i < 5; i++ {
-		if ok, _ := l.allow(t0.Add(500 * time.Millisecond)); ok {
-			t.Fatalf("message %d over the burst let through", logBurst+i)
-		}
-	}
-	ok, dropped := l.allow(t0.Add(time.Second))
-	if !ok || dropped != 5 {
-		t.Errorf("next second: ok %v, dropped %d; want true, 5", ok, dropped)
+	if m.errors.Load() != 5 {
+		t.Errorf("error counter %d, want 5", m.errors.Load())
 	}
 }

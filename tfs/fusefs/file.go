@@ -180,7 +180,7 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, size u
 	default:
 		return syscall.EOPNOTSUPP
 	}
-	if off > 1<<62 || size > 1<<62 {
+	if off > tfs.MaxFileSize || size > tfs.MaxFileSize {
 		return syscall.EFBIG
 	}
 	if err := n.m.fs.Fallocate(n.tn, mode, int64(off), int64(size)); err != nil {
@@ -201,7 +201,7 @@ func (n *node) Lseek(ctx context.Context, f fs.FileHandle, off uint64, whence ui
 	if n.m.writeback {
 		return 0, syscall.ENOSYS
 	}
-	if off > 1<<62 {
+	if off > tfs.MaxFileSize {
 		return 0, syscall.ENXIO
 	}
 	pos, err := n.m.fs.Seek(n.tn, int64(off), int(whence))
@@ -226,7 +226,7 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint
 	if !ok {
 		return 0, syscall.EXDEV
 	}
-	if offIn > 1<<62 || offOut > 1<<62 {
+	if offIn > tfs.MaxFileSize || offOut > tfs.MaxFileSize {
 		return 0, syscall.EFBIG
 	}
 	// The reply counts bytes in 32 bits; the kernel asks again for the rest.

@@ -12,6 +12,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/tfsmount/tfsmount/pagecache"
 	"github.com/tfsmount/tfsmount/tfs"
 )
 
@@ -57,7 +58,7 @@ type mount struct {
 	cfg Config
 	// errors counts requests answered with EIO because of an unexpected error.
 	errors atomic.Int64
-	limit  logLimiter
+	limit  pagecache.LogLimiter // Burst: logBurst
 	// ctimes holds in-memory change times (ctime.go).
 	ctimes sync.Map
 	// writeback: the kernel's writeback cache is on (set by Mount before
@@ -70,7 +71,7 @@ func (m *mount) logf(format string, args ...any) {
 	if m.cfg.Logf == nil {
 		return
 	}
-	if ok, dropped := m.limit.allow(time.Now()); ok {
+	if ok, dropped := m.limit.Allow(time.Now()); ok {
 		if dropped > 0 {
 			m.cfg.Logf("(%d similar messages suppressed)", dropped)
 		}
@@ -78,32 +79,8 @@ func (m *mount) logf(format string, args ...any) {
 	}
 }
 
-// logLimiter lets at most logBurst messages through per second, so that a
-// failing device or a corrupt directory read in a loop cannot flood the
-// log; it counts what it holds back.
-type logLimiter struct {
-	mu      sync.Mutex
-	second  int64 // the Unix second being counted
-	n       int   // messages let through in that second
-	dropped int   // messages held back since the last one let through
-}
-
+// logBurst is how many messages a second a mount logs.
 const logBurst = 20
-
-func (l *logLimiter) allow(now time.Time) (ok bool, dropped int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if s := now.Unix(); s != l.second {
-		l.second, l.n = s, 0
-	}
-	if l.n >= logBurst {
-		l.dropped++
-		return false, 0
-	}
-	l.n++
-	dropped, l.dropped = l.dropped, 0
-	return true, dropped
-}
 
 // NewRoot returns the root node of a FUSE tree serving fsys.
 func NewRoot(fsys *tfs.FS, cfg Config) fs.InodeEmbedder {
@@ -113,7 +90,7 @@ func NewRoot(fsys *tfs.FS, cfg Config) fs.InodeEmbedder {
 	if cfg.EntryTimeout == 0 {
 		cfg.EntryTimeout = time.Second
 	}
-	m := &mount{fs: fsys, cfg: cfg}
+	m := &mount{fs: fsys, cfg: cfg, limit: pagecache.LogLimiter{Burst: logBurst}}
 	return &node{m: m, tn: fsys.Root()}
 }
 

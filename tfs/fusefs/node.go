@@ -154,7 +154,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		return errno
 	}
 	if size, ok := in.GetSize(); ok {
-		if size > 1<<62 {
+		if size > tfs.MaxFileSize {
 			return syscall.EFBIG
 		}
 		if err := m.fs.Truncate(n.tn, int64(size)); err != nil {

@@ -5,7 +5,7 @@
 # back to back, ROUNDS times, and the best of each is kept (the machine is
 # shared; interleaving keeps the three under the same load). Prints MB/s and
 # ratios to fio.
-# Usage: blockdev/bench_fio.sh [dir]   (default: a temp dir under /tmp)
+# Usage: scripts/bench_fio.sh [dir]   (default: a temp dir under /tmp)
 #        BENCH_SECONDS=3 ROUNDS=3 are the defaults; TESTS="RandRead4KQD1 ..."
 #        picks a subset.
 set -euo pipefail
