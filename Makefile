@@ -10,7 +10,7 @@ RACE_PKGS := ./bh/... ./irq/... ./heap/... ./blockdev/... ./pagecache/... ./tfs/
 # page buffers the race detector can see, completion-once checks.
 DEBUG_PKGS := ./tfs/...
 
-.PHONY: all build setup demo test unit race e2e vet bench crashsim clean
+.PHONY: all build setup demo test unit race e2e vet layers bench crashsim clean
 
 all: build
 
@@ -37,6 +37,10 @@ vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# Every import inside the module points down the layers (scripts/layers.sh).
+layers:
+	bash scripts/layers.sh
+
 unit:
 	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v -e 'tfsmount/tests$$' -e 'tfsmount/tfs$$' -e 'tfsmount/tfs/')
 	$(GO) test -count=1 -tags tfsdebug -timeout 20m $(DEBUG_PKGS)
@@ -47,7 +51,7 @@ race:
 e2e: build
 	TFSMOUNT_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m ./tests/...
 
-test: setup vet unit race e2e
+test: setup vet layers unit race e2e
 
 bench: setup build
 	bash scripts/bench.sh
