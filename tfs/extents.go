@@ -140,7 +140,6 @@ func (fs *FS) extentsTuple(n *Node) (*format.Tuple, error) {
 func (fs *FS) logNewExtent(n *Node, e *extent) error {
 	if n.links == 0 {
 		e.pending = false
-		e.logged = e.length
 		return nil
 	}
 	et, err := fs.extentsTuple(n)
@@ -159,14 +158,12 @@ func (fs *FS) logNewExtent(n *Node, e *extent) error {
 	}
 	e.t = xt
 	e.pending = false
-	e.logged = e.length
 	return nil
 }
 
 // logExtentSize records a changed length/allocated of a logged extent.
 func (fs *FS) logExtentSize(n *Node, e *extent) error {
 	if e.t == nil || n.links == 0 {
-		e.logged = e.length
 		return nil
 	}
 	if a, _ := format.NumberOf(e.t.Attrs["allocated"]); a != e.allocated {
@@ -179,7 +176,6 @@ func (fs *FS) logExtentSize(n *Node, e *extent) error {
 			return err
 		}
 	}
-	e.logged = e.length
 	return nil
 }
 

@@ -61,9 +61,6 @@ type extent struct {
 	t                 *format.Tuple // nil until logged
 	// pending: allocated at write-back, data not yet written; not logged.
 	pending bool
-	// grown: blocks were added in place and the new length/allocated are
-	// not logged yet (logged holds the length the log has).
-	logged uint64
 }
 
 func (e *extent) end() uint64 { return e.fblock + e.length }
@@ -348,7 +345,6 @@ func (b *builder) file(n *Node, path string) {
 		}
 		e := &extent{fblock: fb, dblock: f[0], length: f[1], allocated: f[2], t: xt}
 		_, e.uninited = xt.Attrs["uninited"]
-		e.logged = e.length
 		switch {
 		case e.length == 0 || e.allocated == 0:
 			b.add(drop, where, "extent dropped: length %d or allocated %d is zero", e.length, e.allocated)
