@@ -116,29 +116,37 @@ func (c *Cache) makeRoom(want int) bool {
 	return false
 }
 
-// maxRoomAttempts bounds how often an operation that cannot get memory
-// retries before it gives up when no I/O is in flight; pins are held only
-// for the length of one copy, so memory pinned by concurrent readers comes
-// back quickly.
+// maxRoomAttempts bounds how many attempts in a row, with no I/O in
+// flight, an operation that cannot get memory makes before it gives up;
+// pins are held only for the length of one copy, so memory pinned by
+// concurrent readers comes back quickly.
 const maxRoomAttempts = 25
 
-// retryRoom is called by an operation that could not get a page buffer
-// for the attempt-th time (from 1). It makes room, or waits a little for
-// pins to be released, and reports whether to try again. While reads or
-// write-backs are in flight it always says yes: their pages come back
-// when the device answers, and a slow device is not a lack of memory
-// (under load, every page of a small cache can be in a write-back for a
-// while). Otherwise, after maxRoomAttempts it says no, so the caller
-// returns partial progress or ErrNoMemory instead of waiting forever.
-func (c *Cache) retryRoom(attempt int, want int) bool {
+// roomRetry counts an operation's attempts to get page buffers since I/O
+// was last seen in flight. The zero value is ready to use.
+type roomRetry struct{ idle int }
+
+// retryRoom is called by an operation that could not get a page buffer.
+// It makes room, or waits a little for pins to be released, and reports
+// whether to try again. While reads or write-backs are in flight it always
+// says yes and starts the count again: their pages come back when the
+// device answers, and a slow device is not a lack of memory (under load,
+// every page of a small cache can be in a write-back for a while; and the
+// pages of a write-back that just completed are released a moment after
+// the device answers, so the count must not carry over). Otherwise, after
+// maxRoomAttempts in a row it says no, so the caller returns partial
+// progress or ErrNoMemory instead of waiting forever.
+func (c *Cache) retryRoom(r *roomRetry, want int) bool {
 	if c.makeRoom(want) {
 		return true
 	}
-	if attempt >= maxRoomAttempts && !c.ioInFlight() {
+	if c.ioInFlight() {
+		r.idle = 0
+	} else if r.idle++; r.idle >= maxRoomAttempts {
 		c.stats.noMemory.Add(1)
 		return false
 	}
-	time.Sleep(time.Duration(min(attempt, 20)) * 100 * time.Microsecond)
+	time.Sleep(time.Duration(min(r.idle+1, 20)) * 100 * time.Microsecond)
 	return true
 }
 

@@ -56,11 +56,12 @@ func (n *Node) readChunk(p []byte, off, size int64) (int, error) {
 	last := (off + int64(len(p)) - 1) / PageSize
 	last = min(last, first+c.maxPins()-1)
 	var pinBuf [4]*page // small reads pin without allocating
-	for attempt := 1; ; attempt++ {
+	var retry roomRetry
+	for {
 		pl := n.pinForRead(first, last, size, pinBuf[:0])
 		pins, w := pl.pins, pl.w
 		if len(pins) == 0 {
-			if c.retryRoom(attempt, 1) {
+			if c.retryRoom(&retry, 1) {
 				continue
 			}
 			return 0, fmt.Errorf("read file bytes at %d: %w", off, heap.ErrNoMemory)

@@ -70,7 +70,8 @@ func (wr *writeOp) prefill() error {
 	if last != first {
 		idxs = append(idxs, last)
 	}
-	for attempt := 1; ; attempt++ {
+	var retry roomRetry
+	for {
 		var w *opWait
 		var runs [][]*page
 		short := false
@@ -117,7 +118,7 @@ func (wr *writeOp) prefill() error {
 		if !short {
 			return nil
 		}
-		if !c.retryRoom(attempt, 2) {
+		if !c.retryRoom(&retry, 2) {
 			return fmt.Errorf("write file bytes [%d,%d): %w", wr.off, wr.end, heap.ErrNoMemory)
 		}
 	}
@@ -149,7 +150,7 @@ const (
 func (wr *writeOp) copyAll() (int, error) {
 	n, c := wr.n, wr.n.c
 	pos := wr.off
-	attempt := 0
+	var retry roomRetry
 	for pos < wr.end {
 		n.lock()
 		var stop writeStop
@@ -166,13 +167,12 @@ func (wr *writeOp) copyAll() (int, error) {
 				return int(pos - wr.off), fmt.Errorf("read-modify-write of file bytes [%d,%d): %w", pos, wr.end, err)
 			}
 		case stopNoMemory:
-			attempt++
-			if !c.retryRoom(attempt, 1) {
+			if !c.retryRoom(&retry, 1) {
 				return int(pos - wr.off), fmt.Errorf("write file bytes [%d,%d): %w", pos, wr.end, heap.ErrNoMemory)
 			}
 			continue
 		}
-		attempt = 0
+		retry = roomRetry{}
 	}
 	return len(wr.p), nil
 }
