@@ -3,7 +3,7 @@
 // the small pool of workers that drain it, and merges, completions that fire
 // once after N parts.
 //
-// Rules (docs/design.md, "Contexts and their rules"):
+// Rules (docs/architecture.md, "Bottom half: bh workers"):
 //   - Post never blocks and never fails: the queue is unbounded, because a
 //     full queue would stall the reaper. Back-pressure belongs at submission.
 //   - Completions are always delivered through the queue, never inline.

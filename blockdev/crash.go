@@ -16,7 +16,7 @@ import (
 // and completed, so that the images a power cut could leave can be built
 // afterwards (the dm-log-writes method).
 //
-// The device model (docs/crash-consistency.md in the repository):
+// The device model (docs/crash-ordering.md, "The device model"):
 //   - a write that has completed may still sit in a volatile cache; it is
 //     durable once a flush submitted after its completion has completed;
 //   - a FUA write is durable when it completes, and makes nothing else so;

@@ -113,11 +113,11 @@ func TestUringShortTransferResubmits(t *testing.T) {
 	}
 }
 
-// TestRetryWhileBHWorkerWaitsForSlot: a Submit on a bh worker (pagecache
-// continuations submit from there) waits for a slot while every slot holds
-// a short transfer that must be resubmitted. The resubmissions must not
-// depend on a bh worker being free, or the only worker waits for slots
-// that wait for it.
+// TestRetryWhileBHWorkerWaitsForSlot: a Submit on a bh worker (nothing in
+// the tree submits from one today, but take must stay safe if something
+// does) waits for a slot while every slot holds a short transfer that must
+// be resubmitted. The resubmissions must not depend on a bh worker being
+// free, or the only worker waits for slots that wait for it.
 func TestRetryWhileBHWorkerWaitsForSlot(t *testing.T) {
 	q := bh.NewQueue(1)
 	path, data := imageOf(t, t.TempDir(), 1<<20)

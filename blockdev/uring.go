@@ -232,9 +232,10 @@ func useFixed(bufs [][]byte, n int) bool {
 // waits, it hands the kernel every SQE published so far: a batch (submitAll)
 // queues without entering, and the slots it holds come back only once the
 // kernel has them. While it waits it does the resubmissions that are due
-// itself: they may be what would free a slot, and the bh workers that
-// would otherwise do them may all be waiting here too (pagecache
-// continuations submit from bh), which would never end.
+// itself: they may be what would free a slot, and otherwise they wait for
+// the retrier to get its turn on a bh worker. No bh work in the tree calls
+// Submit today, but if some did, every worker could be waiting here for
+// slots that only a worker would resubmit, which would never end.
 // REQUIRES: no u.sqMu (entering and resubmitting take it).
 func (u *uringDev) take(r *Request) *slot {
 	select {

@@ -3,8 +3,8 @@
 // blockdev.Device, with read merging and read-ahead, read-modify-write of
 // partial pages, dirty tracking, write-back on a timer, on sync and under
 // memory pressure, and eviction under a memory budget. It follows Nanos's
-// pagecache with the fixes from the heap-safety audit
-// (docs/nanos-storage-stack.md sections 3, 4 and 5.7).
+// pagecache, with the page states and buffer ownership described in
+// docs/architecture.md, "The page-buffer heap" and "Page states".
 //
 // The filesystem (tfs) tells the cache where a file's bytes live through the
 // Backing interface; the cache never interprets the on-disk format.

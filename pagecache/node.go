@@ -26,9 +26,10 @@ type Node struct {
 	c *Cache
 	b Backing
 
-	// wb serialises write-back of this node (the nanos ops list): it is
-	// held from collecting dirty pages until CommitWrite has returned, so
-	// a Sync that starts after another write-back waits for it.
+	// wb serialises write-back of this node (docs/architecture.md,
+	// "Lock order"): it is held from collecting dirty pages until
+	// CommitWrite has returned, so a Sync that starts after another
+	// write-back waits for it.
 	wb sync.Mutex
 
 	mu sync.RWMutex // the node lock; RLock only to copy out of pinned pages

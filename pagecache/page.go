@@ -51,7 +51,9 @@ func (s pageState) String() string {
 //	alloc   -> dirty    a write covered every byte that matters (whole page, or past EOF)
 //	alloc   -> free     evicted, dropped or freed at close
 //	reading -> clean    the fill succeeded
-//	reading -> alloc    the fill failed: the page is "not present" again (audit 4.4 A)
+//	reading -> alloc    the fill failed: the page is "not present" again, never
+//	                    clean with unread contents; every waiter gets the error and
+//	                    the next read issues a new fill
 //	clean   -> dirty    a write changed the page
 //	clean   -> free     evicted, dropped or freed at close
 //	dirty   -> writing  write-back issued

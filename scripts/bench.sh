@@ -5,7 +5,7 @@
 #   OUT  the PNG chart to write, or a directory for it (default: results/).
 #        The table is printed and saved next to the chart as bench-DATE.txt.
 #
-# Peers (docs/performance.md): "raw" is the work file itself (fio straight
+# Peers (README.md, "Speed"): "raw" is the work file itself (fio straight
 # on an image file; for metadata, a host directory), "loopback" is go-fuse's
 # example/loopback over a host directory, both on the same disk as the
 # tfsmount image. Everything is built here: bin/tfsmount, the loopback
@@ -26,7 +26,9 @@
 #   BENCH_TREE_ROUNDS  rounds of the tree-work test (default 2)
 #   BENCH_NANOS    a Nanos build's output/ directory (tools/bin/mkfs, tools/bin/tfs-fuse,
 #                  platform/pc/boot/boot.img): adds Nanos's tfs-fuse as a peer in the
-#                  tree-work test (docs/performance.md says how to build it)
+#                  tree-work test. Build it outside this repository from a nanovms/nanos
+#                  checkout: make tools, make tfs-fuse (needs libfuse-dev and nasm),
+#                  make -C platform/pc boot
 #   BENCH_KEEP=1   keep the work directory
 #   TFSMOUNT_BIN   use this tfsmount binary instead of building bin/tfsmount
 # Benchmarks report; they never assert a speed.

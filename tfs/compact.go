@@ -9,10 +9,11 @@ import (
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
-// Log compaction (tfs-format.md §2.9): the whole tree is written as one
-// value into a new chain in free space, and a single write of block 0
-// switches the volume to it. A crash before that write leaves the old log
-// in force; after it, the old extensions are garbage in free space.
+// Log compaction (docs/format.md and docs/crash-ordering.md, "Compaction"):
+// the whole tree is written as one value into a new chain in free space, and
+// a single write of block 0 switches the volume to it. A crash before that
+// write leaves the old log in force; after it, the old extensions are
+// garbage in free space.
 
 // Compact rebuilds the log now.
 func (fs *FS) Compact() error {

@@ -20,12 +20,13 @@ import (
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
-// The crash simulator (the dm-log-writes method, docs/crash-consistency.md):
-// a workload runs to completion on a device that records every write and
-// flush; afterwards the images a power cut could have left are rebuilt at
-// every moment just before a flush or FUA write completed (and at the end):
-// what was durable then, plus none, a prefix, random subsets, or torn
-// pieces of the writes that were not. Every image must
+// The crash simulator (the dm-log-writes method; docs/crash-ordering.md,
+// "How it is tested"): a workload runs to completion on a device that
+// records every write and flush; afterwards the images a power cut could
+// have left are rebuilt at every moment just before a flush or FUA write
+// completed (and at the end): what was durable then, plus none, a prefix,
+// random subsets, or torn pieces of the writes that were not. Every image
+// must:
 //   - pass fsck and mount read-only;
 //   - hold every file whose fsync (or a sync) returned before the crash,
 //     at its names, with the content it had, unless something changed it

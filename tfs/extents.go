@@ -11,7 +11,8 @@ import (
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
-// File extent maps (tfs-format.md §5) and a small set of file blocks.
+// File extent maps (docs/format.md, "Regular files and extents") and a small
+// set of file blocks.
 
 const (
 	maxExtentBlocks   = 65536 // MAX_EXTENT_SIZE: 32 MiB
@@ -251,9 +252,9 @@ const maxDiscards = 1 << 12
 // discardRanges turns freed block ranges into device byte ranges, with
 // neighbours joined: the files of a tree sit side by side, so rm -rf frees
 // runs of ranges that touch, and each discard of an image file is a hole
-// punched under the host filesystem's inode lock. Giving back waits for
-// the discards with fs.mu held, so their number is what every other
-// operation waits for.
+// punched under the host filesystem's inode lock. A log write waits for its
+// discards (writeLog without fs.mu, compaction with it held, stalling every
+// other operation), so their number is what a sync waits for.
 func discardRanges(list [][2]uint64) [][2]int64 {
 	sorted := slices.Clone(list)
 	slices.SortFunc(sorted, func(a, b [2]uint64) int { return cmp.Compare(a[0], b[0]) })
@@ -273,8 +274,9 @@ func discardRanges(list [][2]uint64) [][2]int64 {
 }
 
 // allocRun allocates volume blocks for up to want file blocks following
-// Nanos' policy (§5.4): first fit of min(want, 65536) blocks, halving down
-// to 2048 when nothing fits. It returns the start and count.
+// Nanos' policy (docs/format.md, "Allocation"): first fit of min(want,
+// 65536) blocks, halving down to 2048 when nothing fits. It returns the
+// start and count.
 func (fs *FS) allocRun(want uint64) (uint64, uint64, bool) {
 	fs.ensureLogAreas()
 	n := min(want, maxExtentBlocks)

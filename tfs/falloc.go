@@ -7,7 +7,8 @@ import (
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
-// fallocate and SEEK_DATA/SEEK_HOLE (tfs-format.md §5.7, notes §6).
+// fallocate and SEEK_DATA/SEEK_HOLE (docs/format.md, "Regular files and
+// extents"; the modes served are in README.md, "Compatibility with Nanos").
 
 const (
 	seekData = 3 // SEEK_DATA

@@ -355,7 +355,9 @@ func (fs *FS) Fsync(n *Node, dataOnly bool) error {
 		return nil
 	}
 	if n.kind != KindFile {
-		return fs.flush(true) // fsync of a directory: like syncfs (§6.3)
+		// fsync of a directory: like syncfs (docs/crash-ordering.md,
+		// "Rule 4: what fsync, fdatasync and syncfs promise").
+		return fs.flush(true)
 	}
 	derr := fs.fileData(n).Sync()
 	if dataOnly {

@@ -255,8 +255,8 @@ func checkEntries(t *testing.T, fs *FS, entries []expEntry) {
 			if tm.name == "atime" {
 				at = a.Atime
 			}
-			// Exact from timespec to raw and back (§4.9); not every raw
-			// value is the image of a timespec.
+			// Exact from timespec to raw and back (docs/format.md, "Times");
+			// not every raw value is the image of a timespec.
 			if !at.Equal(want) || !format.Time(format.Timestamp(at)).Equal(at) {
 				t.Errorf("%s: %s %v (raw %d) does not round-trip", e.Path, tm.name, at, *tm.exp.Raw)
 			}
@@ -295,7 +295,8 @@ func TestFixturesRead(t *testing.T) {
 	}
 }
 
-// Block 0 of the worked example (§8.1), byte for byte.
+// Block 0 as Nanos's mkfs wrote it for a raw volume labelled "demo" with
+// this UUID, linking to a 1024-block extension at block 1, byte for byte.
 func TestInitialBlockBytes(t *testing.T) {
 	blk := format.InitialBlock([16]byte{0xc9, 0xc9, 0xe6, 0x03, 0xe5, 0x56, 0xda, 0xc7, 0x5a, 0x67, 0x33, 0x9a, 0x83, 0xf2, 0xc8, 0xb0}, "demo", 1, 1024)
 	want := strings.ReplaceAll("4e564d54465305 01 c9c9e603e556dac75a67339a83f2c8b0 64656d6f00 05018800 01", " ", "")

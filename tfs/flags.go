@@ -7,11 +7,11 @@ import (
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
-// Per-file flags (tfs-format.md §4.2; notes §1): exec and readonly are
-// presence flags on a regular file's tuple. They are the only part of a
-// chmod that TFS can store. A set flag is written as the null marker, the
-// value Nanos uses for its own flag attributes; a cleared flag is an EAV
-// removal record, so the change is byte-compatible with Nanos' log.
+// Per-file flags (docs/format.md, "Flags"): exec and readonly are presence
+// flags on a regular file's tuple. They are the only part of a chmod that
+// TFS can store. A set flag is written as the null marker, the value Nanos
+// uses for its own flag attributes; a cleared flag is an EAV removal record,
+// so the change is byte-compatible with Nanos' log.
 
 // SetFlags sets or clears the exec and readonly flags of a regular file
 // (nil leaves a flag unchanged). A flag already in the asked state logs

@@ -22,9 +22,15 @@ import (
 // Locking: mu guards all metadata (the tuple graph, nodes, extents, the
 // allocator, the log writer). It is never held while calling into a
 // pagecache node, because the cache calls back into Backing methods, which
-// take mu themselves, and never across log writes or device flushes, so
-// file I/O does not wait for an fsync. logIO orders those: whoever writes
-// the log or flushes it holds logIO, taken before mu.
+// take mu themselves. A normal log write (writeLog) drops it while the
+// device writes, flushes and discards, so file I/O does not wait for an
+// fsync. Two paths keep it across device I/O: compactLocked (from flushLog,
+// Compact, mount and repair) writes and flushes the new chain and block 0
+// and discards the old chain, because the tree it wrote must not change
+// before block 0 switches to it; and giveBack discards with it held, which
+// only happens with ordering rule 3 turned off (tests). logIO orders the
+// writers: whoever writes the log or flushes it holds logIO, taken before
+// mu.
 type FS struct {
 	logIO    sync.Mutex
 	mu       sync.Mutex
@@ -204,8 +210,10 @@ func (fs *FS) start(opts Options, problems []problem) error {
 		}
 	}
 	if fs.log.Dangling || fs.log.Dec.DupNames {
-		// tfs-format.md §6.4, §3.3: appending would make the log
-		// unreadable; rebuild it first.
+		// A value cut off at the end of the log (docs/format.md,
+		// "Reading the log") or a name written immediately twice
+		// ("The dictionary"): appending would make the next reader fail or
+		// collide indices; rebuild the log first.
 		if err := fs.compactLocked(); err != nil {
 			return fmt.Errorf("rebuild the log before appending: %w", err)
 		}

@@ -10,8 +10,9 @@ import (
 	"github.com/tfsmount/tfsmount/tfs/format/formattest"
 )
 
-// The hostile-image checklist of tfs-format.md §7.3: every case must give
-// its specific error (or problem), never a panic, hang or huge allocation.
+// Hostile images (docs/format.md, "Limits and hostile images"): every case
+// must give its specific error (or problem), never a panic, hang or huge
+// allocation.
 
 const hostileBlocks = 4096
 

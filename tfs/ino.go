@@ -11,12 +11,14 @@ import (
 
 // Inode numbers and generations.
 //
-// TFS stores no inode numbers (notes §3), but NFS-style file handles
+// TFS stores no inode numbers (docs/format.md,
+// "Inode numbers (not on disk)"), but NFS-style file handles
 // (name_to_handle_at, open_by_handle_at, an NFS export of the mount) need a
 // number that names the same file after the kernel forgot it and after a
-// remount. The log's dictionary index of a node's tuple (format §3.3) is
-// such a number: every mount of the same log replays the same indices, and
-// a new tuple gets the next index when its record is staged.
+// remount. The log's dictionary index of a node's tuple (docs/format.md,
+// "The dictionary") is such a number: every mount of the same log replays
+// the same indices, and a new tuple gets the next index when its record is
+// staged.
 //
 // A compaction starts a new dictionary, so indices are only meaningful
 // within one log generation, and a mount that compacts must not hand the

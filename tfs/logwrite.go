@@ -9,9 +9,10 @@ import (
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
-// Appending to the log the way Nanos does (tfs-format.md §2.5, §2.7, §2.8).
-// Records are staged into in-memory copies of the extensions and written by
-// a flush; the object graph is updated at staging time.
+// Appending to the log the way Nanos does (docs/format.md,
+// "Appending to the log"). Records are staged into in-memory copies of the
+// extensions and written by a flush; the object graph is updated at staging
+// time.
 
 const (
 	linkMax      = 21 // LOG_EXTENSION_LINK with two 10-byte varints
@@ -20,7 +21,7 @@ const (
 
 	maxStaged = 32 << 20
 
-	// Compaction policy (§2.9).
+	// Compaction policy (docs/format.md, "Compaction").
 	compactObsolete = 8192
 )
 
@@ -49,7 +50,7 @@ type logWriter struct {
 	done      []extWrite
 	chain     []format.Extension // the log's extensions in order, block 0 first
 	session   bool               // END_OF_SEGMENT already placed in this session
-	// Pre-reserved 1024-block areas (§2.8), in memory only: the next log
+	// Pre-reserved 1024-block areas, in memory only: the next log
 	// extension and the first extension of a compacted log. 0 = none.
 	nextArea, compactArea uint64
 	entries, obsolete     uint64
@@ -151,7 +152,7 @@ func (w *logWriter) stage(entry []byte) error {
 				return err
 			}
 		} else {
-			// The old END_OF_LOG becomes END_OF_SEGMENT (§2.7).
+			// The old END_OF_LOG becomes END_OF_SEGMENT: a new session.
 			w.buf[w.used] = format.RecEndOfSegment
 			w.dirtyFrom = w.used
 			w.used++

@@ -15,7 +15,7 @@ import (
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
-// The metadata model (tfs-format.md §4, §5): filesystem nodes built over
+// The metadata model (docs/format.md, "Filesystem nodes"): nodes built over
 // the decoded tuple graph. The tuples stay the source of truth for what is
 // written (unknown attributes, e.g. the root's unikernel configuration, are
 // kept as they are); Node caches what the FS API needs.

@@ -9,9 +9,9 @@ import (
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
-// Directory operations (tfs-format.md §6.1, notes §10). Each stages its EAV
-// records and updates the graph; parent mtimes change in memory and reach
-// the log at the next flush.
+// Directory operations (docs/format.md, "How operations appear in the log").
+// Each stages its EAV records and updates the graph; parent mtimes change in
+// memory and reach the log at the next flush.
 
 // entryPrep validates dir and name for a new entry and returns dir's
 // children tuple and the existing node under name, if any. Caller holds mu.
@@ -263,8 +263,9 @@ func isAncestor(a, d *Node) bool {
 	return true // a parent chain this long is broken: refuse
 }
 
-// Rename moves oname in odir to nname in ndir (renameat2 semantics). It
-// logs only the two children EAVs (notes §10).
+// Rename moves oname in odir to nname in ndir (renameat2 semantics). The
+// moved node costs only children EAVs that name it by a shallow reference,
+// never its subtree (docs/format.md, "How operations appear in the log").
 func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags RenameFlags) error {
 	if flags&RenameWhiteout != 0 || flags&^(RenameNoReplace|RenameExchange) != 0 {
 		return errnoErr("rename flags", syscall.EINVAL)
@@ -356,7 +357,9 @@ func (fs *FS) renameLocked(odir *Node, oc *format.Tuple, oname string, src *Node
 			}
 		}
 	}
-	// The new entry first, then the old one goes (§6.1).
+	// The new entry first, then the old one goes; both go out in one log
+	// write (docs/crash-ordering.md,
+	// "Rule 1: one block publishes a log write").
 	if err := fs.logEAV(nc, nname, src.t, true); err != nil {
 		return err
 	}

@@ -119,7 +119,8 @@ func TestFsckFixturesClean(t *testing.T) {
 }
 
 // Many operations grow the log past one extension; a remount replays it;
-// many removals then trigger Nanos' compaction threshold (§2.9).
+// many removals then trigger Nanos' compaction threshold (docs/format.md,
+// "Compaction").
 func TestLogGrowsAcrossExtensions(t *testing.T) {
 	dev := newVolume(t, 32<<20, "grow")
 	q := testQueue(t)
@@ -182,8 +183,8 @@ func TestLogGrowsAcrossExtensions(t *testing.T) {
 	}
 }
 
-// A log ending inside a value (a torn write across extensions, §6.4) is
-// rebuilt at a writable mount before anything is appended.
+// A log ending inside a value (dangling: docs/format.md, "Reading the log")
+// is rebuilt at a writable mount before anything is appended.
 func TestDanglingValueRebuilt(t *testing.T) {
 	img := image(1024, 1024, formattest.Record(formattest.EmptyRoot), []byte{format.RecAvailable, 10, 2, 0x11, 0x03, format.RecEndOfLog})
 	q := testQueue(t)
@@ -348,7 +349,8 @@ func TestDiscardAfterDelete(t *testing.T) {
 }
 
 // A log that wrote a name immediately twice is rebuilt before appending
-// (§3.3): Nanos' writer state would collide indices.
+// (docs/format.md, "The dictionary"): Nanos' writer state would collide
+// indices.
 func TestDuplicateNamesRebuilt(t *testing.T) {
 	dup := []byte{0x11, 0x03, 0x81, 'x', 0x91, 0x88, 0x08}
 	dup = append(dup, "children"...)

@@ -10,9 +10,10 @@ import (
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
 
-// Extended attributes and explicit times (tfs-format.md §4.9, §4.11; notes
-// §2, §5). An xattr is a string attribute of the node tuple whose name has
-// an interior dot; built-in attributes never have one.
+// Extended attributes and explicit times (docs/format.md,
+// "Extended attributes" and "Times"). An xattr is a string attribute of the
+// node tuple whose name has an interior dot; built-in attributes never have
+// one.
 
 const (
 	xattrCreate  = 1 // XATTR_CREATE

@@ -8,9 +8,10 @@ import (
 	"time"
 )
 
-// Values of the TFS tuple encoding (tfs-format.md §3). A decoded value is
-// one of: *tuple, *vector, bytesVal (buffer or string), intVal, or nil for
-// "absent" (the empty buffer, which removes an attribute).
+// Values of the TFS tuple encoding (docs/format.md,
+// "Item headers (v4 and v5)" and "Values"). A decoded value is one of:
+// *tuple, *vector, bytesVal (buffer or string), intVal, or nil for "absent"
+// (the empty buffer, which removes an attribute).
 
 // Tuple is a TFS Tuple: an unordered map from symbol names to values. Its
 // identity matters: every reference to one dictionary index yields the same
@@ -63,7 +64,8 @@ const (
 
 var errShort = errors.New("runs past the end of the data")
 
-// PutVarint appends v as a big-endian base-128 varint (§2.2).
+// PutVarint appends v as a big-endian base-128 varint (docs/format.md,
+// "Varints").
 func PutVarint(b []byte, v uint64) []byte {
 	n := 1
 	for x := v >> 7; x != 0; x >>= 7 {
@@ -98,7 +100,8 @@ func getVarint(b []byte, pos int) (uint64, int, error) {
 	}
 }
 
-// putHeader appends an item header (§3.1) for the given version.
+// putHeader appends an item header (docs/format.md,
+// "Item headers (v4 and v5)") for the given version.
 func putHeader(b []byte, version int, imm bool, typ int, l uint64) []byte {
 	inline := 3
 	var first byte

@@ -17,7 +17,7 @@ func unhex(t *testing.T, s string) []byte {
 	return b
 }
 
-// The varint table of tfs-format.md §2.2.
+// Varints, as in docs/format.md, "Varints", and the largest one.
 func TestVarintTable(t *testing.T) {
 	for _, c := range []struct {
 		v   uint64
@@ -44,7 +44,8 @@ func TestVarintTable(t *testing.T) {
 	}
 }
 
-// The header table of §3.1 (v5) and the v4 layout.
+// Item headers of both versions (docs/format.md,
+// "Item headers (v4 and v5)").
 func TestHeaderTable(t *testing.T) {
 	for _, c := range []struct {
 		version int
@@ -79,8 +80,8 @@ func TestHeaderTable(t *testing.T) {
 	}
 }
 
-// Values of §3.6/§3.7: integers, strings, buffers, absence, null; numbers
-// written as text are read as numbers.
+// Values (docs/format.md, "Values"): integers, strings, buffers, absence,
+// null; numbers written as text are read as numbers.
 func TestValueKinds(t *testing.T) {
 	d := NewDecoder()
 	entry := unhex(t, "94 81 61 b0 9801  81 62 c3 616263  81 63 81 00  81 64 b1 05")
@@ -128,9 +129,11 @@ func TestValueKinds(t *testing.T) {
 	}
 }
 
-// The worked example of §8, byte for byte: decode the four records of
-// block 1 and check the dictionary, then re-encode records 2-4 with the
-// writer state inverted from that dictionary and get the same bytes.
+// The log Nanos's mkfs wrote for a raw volume holding a 3-byte file hello,
+// an empty directory d and a symlink ln -> hello, byte for byte: decode its
+// four records (the whole tree, then hello's extents tuple, its extent and
+// its filelength) and check the dictionary, then re-encode records 2-4 with
+// the writer state inverted from that dictionary and get the same bytes.
 func TestWorkedExample(t *testing.T) {
 	rec1 := unhex(t, "91 88 08 6368696c6472656e 93 85 68656c6c6f 90 82 6c6e 91 88 0a 6c696e6b746172676574 c5 68656c6c6f 81 64 91 02 90")
 	rec2 := unhex(t, "11 05 87 657874656e7473 90")
@@ -212,9 +215,9 @@ func TestV4Values(t *testing.T) {
 	}
 }
 
-// Encoding rules of §3.9: re-serialisation by reference with all
-// attributes, zero-entry references for second paths and shallow EAVs,
-// no_encode skipped.
+// The encoder rules of docs/format.md, "Log entries and EAV records":
+// re-serialisation by reference with all attributes, zero-entry references
+// for second paths and shallow EAVs, no_encode skipped.
 func TestEncoderRules(t *testing.T) {
 	e := NewEncoder()
 	root := NewTuple()

@@ -10,15 +10,16 @@ import (
 // paths far deeper than Linux's 4096-byte PATH_MAX can name.
 const MaxDepth = 8192
 
-// Decoder holds the reading side of a log's dictionary (§3.3): index →
-// object, where an object is a *tuple, a *vector or a symbol (string).
-// It spans the whole log and is carried across records and extensions.
+// Decoder holds the reading side of a log's dictionary (docs/format.md,
+// "The dictionary"): index → object, where an object is a *tuple, a *vector
+// or a symbol (string). It spans the whole log and is carried across records
+// and extensions.
 type Decoder struct {
 	dict []any // dict[i] is index i; dict[0] unused
 
-	// Counters for the compaction policy (§2.9).
+	// Counters for the compaction policy (docs/format.md, "Compaction").
 	Entries, Obsolete uint64
-	// DupNames is set when a symbol was written immediately twice (§3.3):
+	// DupNames is set when a symbol was written immediately twice:
 	// appending to such a log would collide indices, so mount rebuilds it.
 	DupNames bool
 	symSeen  map[string]bool
@@ -55,8 +56,9 @@ type decodeState struct {
 	version int
 }
 
-// DecodeEntry decodes one complete log entry (§3.8) and applies it to the
-// object graph. It must consume exactly len(b) bytes.
+// DecodeEntry decodes one complete log entry (docs/format.md,
+// "Log entries and EAV records") and applies it to the object graph. It must
+// consume exactly len(b) bytes.
 func (d *Decoder) DecodeEntry(b []byte, version int) (Value, error) {
 	s := decodeState{d: d, b: b, version: version}
 	v, pos, err := s.value(0, 0)
@@ -128,7 +130,8 @@ func KindName(o any) string {
 	return fmt.Sprintf("%T", o)
 }
 
-// value decodes one value at pos. top is true for the record's top level.
+// value decodes one value at pos, depth levels below the entry's top value
+// (depth 0); deeper than MaxDepth is an error.
 func (s *decodeState) value(pos, depth int) (Value, int, error) {
 	if depth > MaxDepth {
 		return nil, pos, fmt.Errorf("value at byte %d nested deeper than %d", pos, MaxDepth)
@@ -346,10 +349,12 @@ func persistent(t *Tuple) []string {
 	return names
 }
 
-// Value appends v following §3.9. shallow asks that a tuple already in the
-// dictionary be written as a zero-entry reference (rename and link emit
-// only the children EAVs, notes §10). visited holds the tuples written in
-// this entry: a second path to one is written as a zero-entry reference.
+// Value appends v following the encoder rules of docs/format.md,
+// "Log entries and EAV records". shallow asks that a tuple already in the
+// dictionary be written as a zero-entry reference (rename and link log only
+// the children EAVs, not the node's subtree). visited holds the tuples
+// written in this entry: a second path to one is written as a zero-entry
+// reference.
 func (e *Encoder) Value(b []byte, v Value, visited map[any]bool, shallow bool) []byte {
 	switch x := v.(type) {
 	case nil:
@@ -427,8 +432,9 @@ func (e *Encoder) attrs(b []byte, t *Tuple, names []string, visited map[any]bool
 	return b
 }
 
-// EAV encodes one EAV entry (§3.8): target (already in the dictionary)
-// gets attribute name set to v (nil removes it).
+// EAV encodes one EAV entry (docs/format.md, "Log entries and EAV records"):
+// target (already in the dictionary) gets attribute name set to v (nil
+// removes it).
 func (e *Encoder) EAV(b []byte, target *Tuple, name string, v Value, shallow bool) []byte {
 	idx, ok := e.objs[target]
 	if !ok {

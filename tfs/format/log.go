@@ -10,8 +10,8 @@ import (
 	"github.com/tfsmount/tfsmount/heap"
 )
 
-// The metadata log (tfs-format.md §2): a chain of extensions holding
-// records that carry encoded values. This file reads it.
+// The metadata log (docs/format.md, "Reading the log"): a chain of
+// extensions holding records that carry encoded values. This file reads it.
 
 const (
 	BlockSize = 512
@@ -22,7 +22,7 @@ const (
 	RecEndOfSegment = 0x04
 	RecLink         = 0x05
 
-	ExtBlocks = 1024 // every extension after block 0 (§2.1)
+	ExtBlocks = 1024 // every extension after block 0 that Nanos or tfsmount makes
 	// maxLinkBlocks bounds the extension a link may announce: replay reads
 	// an extension whole, and Nanos, ops and tfsmount all make 1024-block
 	// ones, so a larger claim is a crafted image asking for memory.
@@ -51,16 +51,17 @@ type Extension struct {
 	Version        int
 }
 
-// Log is what replay learns about the log beyond the object graph:
-// enough to append to it byte-compatibly (§3.10).
+// Log is what replay learns about the log beyond the object graph: enough to
+// append to it byte-compatibly (docs/format.md, "Appending to the log").
 type Log struct {
 	UUID    [16]byte
 	Label   string
 	Exts    []Extension // the chain in order; exts[0] is block 0
 	LastBuf []byte      // contents of the last extension
 	EndPos  int         // offset of END_OF_LOG in lastBuf
-	// Dangling: the log ended inside a value (§6.4); appends would make the
-	// next mount fail, so the writer rebuilds the log first.
+	// Dangling: the log ended inside a value (docs/format.md,
+	// "Reading the log"); appends would make the next mount fail, so the
+	// writer rebuilds the log first.
 	Dangling bool
 	// Torn: a crash left the log with a Torn tail, which replay ended at
 	// (nil: the log ended at its END_OF_LOG).

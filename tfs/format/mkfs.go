@@ -15,8 +15,9 @@ type MkfsOptions struct {
 }
 
 // Mkfs writes an empty TFS volume over the whole device, laid out as Nanos'
-// mkfs does (tfs-format.md §2.8, §8): block 0 holds the header and a link to
-// a 1024-block extension at block 1, which holds the root {children:{}}.
+// mkfs does (docs/format.md, "Worked example"): block 0 holds the header and
+// a link to a 1024-block extension at block 1, which holds the root
+// {children:{}}.
 func Mkfs(dev blockdev.Device, opts MkfsOptions) error {
 	if len(opts.Label) > MaxLabel || !utf8.ValidString(opts.Label) || containsNUL(opts.Label) {
 		return fmt.Errorf("mkfs: label %q: want at most %d bytes of UTF-8 without NUL", opts.Label, MaxLabel)

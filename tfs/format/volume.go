@@ -8,9 +8,9 @@ import (
 	"github.com/tfsmount/tfsmount/blockdev"
 )
 
-// Volume discovery (tfs-format.md §1.4): a raw volume starts with the magic
-// at byte 0; otherwise sector 0 must be an MBR whose root (or boot) entry
-// locates the volume.
+// Volume discovery (docs/format.md, "Finding the volume"): a raw volume
+// starts with the magic at byte 0; otherwise sector 0 must be an MBR whose
+// root (or boot) entry locates the volume.
 
 const Magic = "NVMTFS"
 

@@ -4,13 +4,16 @@
 // mapping of tfs errors to errno values, and the kernel cache policy
 // (entry and attribute timeouts, page cache kept across opens).
 //
-// It may import tfs and go-fuse only. Every method here runs in a FUSE
-// thread (syscall context) and may block on tfs; none holds a lock of this
-// package while calling tfs or while sending a kernel notification, and
-// there is no global lock: tfs does its own locking, so requests on
-// different files, and reads of one file, run in parallel.
+// Within the module it may import only lower layers (scripts/layers.sh
+// checks the ranks); it uses tfs, tfs/format, pagecache and heap, and
+// outside the module go-fuse and golang.org/x/sys/unix. Every method here
+// runs in a FUSE thread (syscall context) and may block on tfs; none holds a
+// lock of this package while calling tfs or while sending a kernel
+// notification, and there is no global lock: tfs does its own locking, so
+// requests on different files, and reads of one file, run in parallel.
 //
-// Presentation decisions (see docs/nanos-fs-semantics-notes.md):
+// Presentation decisions (README.md, "Compatibility with Nanos"; the flags
+// are in docs/format.md, "Flags"):
 //   - Owner is Config.UID/GID. Directories are 0777&^umask, regular files
 //     0666&^umask plus 0111&^umask when the file carries TFS's exec flag,
 //     minus write bits when it carries readonly; symlinks 0777; sockets
