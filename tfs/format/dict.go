@@ -394,10 +394,16 @@ func (e *Encoder) Value(b []byte, v Value, visited map[any]bool, shallow bool) [
 			b = putHeader(b, e.version, true, typeVector, uint64(len(x.Elems)))
 		}
 		for _, el := range x.Elems {
-			if t, ok := el.(*Tuple); ok {
+			switch t := el.(type) {
+			case *Tuple:
 				if _, skip := t.Attrs["no_encode"]; skip {
 					el = nil
 				}
+			case MissingRef:
+				// A reference the log never defined is not written
+				// back (as in a tuple, see persistent): the element
+				// becomes absent.
+				el = nil
 			}
 			b = e.Value(b, el, visited, false)
 		}
