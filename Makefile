@@ -19,10 +19,12 @@ build:
 
 # Debian packages the tests and the demo use: FUSE's mount helper, fio for
 # benchmarks and fio-driven tests, xfs_io and attr tools for e2e checks,
-# rsync and useradd for the copy and permission tests.
+# rsync and useradd for the copy and permission tests, and three NBD
+# servers (nbdkit, qemu-nbd with qemu-img, nbd-server) for the NBD backend.
 setup:
 	@missing=""; \
-	for c in fusermount3:fuse3 fio:fio xfs_io:xfsprogs getfattr:attr rsync:rsync useradd:passwd; do \
+	for c in fusermount3:fuse3 fio:fio xfs_io:xfsprogs getfattr:attr rsync:rsync useradd:passwd \
+		nbdkit:nbdkit qemu-nbd:qemu-utils nbd-server:nbd-server; do \
 		command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -68,12 +68,17 @@ type Request struct {
 	// request itself (as a preallocated bh.Item) to the queue.
 	// Plain fields used through sync/atomic functions, so that Request
 	// stays copyable before submission.
-	parts int32      // parts still in flight, plus one while submitting
-	moved int64      // bytes transferred by finished parts
-	fail  int32      // first failure: errno > 0, or one of the fail* codes
-	start int64      // submission time (monotonic ns) for latency stats
-	stats *Stats     // where the outcome is counted, nil for none
-	owner *imageFile // names the image in errors built at completion
+	parts int32     // parts still in flight, plus one while submitting
+	moved int64     // bytes transferred by finished parts
+	fail  int32     // first failure: errno > 0, or one of the fail* codes
+	start int64     // submission time (monotonic ns) for latency stats
+	stats *Stats    // where the outcome is counted, nil for none
+	owner opErrorer // names the device in errors built at completion
+}
+
+// opErrorer builds the error of a failed request, naming its device.
+type opErrorer interface {
+	opError(op Op, off int64, err error) error
 }
 
 // Len is the number of bytes a read or write request covers.

@@ -2,6 +2,7 @@ package blockdev
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/heap"
@@ -26,13 +27,24 @@ type OpenOptions struct {
 	Depth int
 	// Buffered disables O_DIRECT even where the file system allows it.
 	Buffered bool
+	// NBDTimeout is how long an NBD device retries a lost connection
+	// before its requests fail with EIO (0: DefaultNBDTimeout).
+	NBDTimeout time.Duration
 }
 
-// Open opens an image file or block device as a Device. A second read-write
+// Open opens an image file or block device as a Device, or connects to an
+// NBD export when path is an NBD URI (see NBDAddress). A second read-write
 // Open of the same image fails while the first is open (flock).
 func Open(path string, opts OpenOptions) (Device, error) {
 	if opts.Queue == nil {
 		return nil, fmt.Errorf("open %s: no bh queue given", path)
+	}
+	if IsNBDURI(path) {
+		a, err := ParseNBDURI(path)
+		if err != nil {
+			return nil, err
+		}
+		return openNBD(a, opts)
 	}
 	mode := opts.IO
 	if mode == "" {

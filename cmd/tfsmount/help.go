@@ -16,6 +16,9 @@ Mounts a TFS volume (the filesystem of the Nanos unikernel) through FUSE,
 read-write, or works on an image without mounting it. Unmount with
 'umount MOUNTPOINT' or 'fusermount3 -u MOUNTPOINT'.
 
+Everywhere, IMAGE may also be an NBD export, written as an NBD URI:
+nbd://HOST[:PORT]/EXPORT, nbds://... (TLS), nbd+unix:///EXPORT?socket=PATH.
+
 Run 'tfsmount help mount' for the mount options, 'tfsmount COMMAND --help'
 for a command.
 `
@@ -34,7 +37,9 @@ var commandHelp = map[string]string{
 const mountHelp = `Usage: tfsmount [-f] [-o OPTIONS] IMAGE|DEVICE MOUNTPOINT
 
 Mounts the TFS volume in IMAGE (a file or block device; raw or with an MBR
-partition table as Nanos images have) on MOUNTPOINT. Returns when the mount
+partition table as Nanos images have; or an NBD export given by its URI,
+nbd://HOST[:PORT]/EXPORT, nbds://HOST/EXPORT?tls-certificates=DIR or
+nbd+unix:///EXPORT?socket=PATH) on MOUNTPOINT. Returns when the mount
 is ready and leaves a daemon serving it; the daemon writes everything to
 the image and exits after 'umount MOUNTPOINT'. The image is locked: a second
 mount of it is refused.
@@ -62,6 +67,8 @@ mount of it is refused.
                        sends it in large batches (FUSE writeback cache)
      cache_size=N      page cache budget in bytes (K, M, G suffixes; default 256M)
      io=auto|uring|sync  device I/O engine (default auto: io_uring if it works)
+     nbd_timeout=SECONDS  how long a lost NBD connection is retried before
+                       requests fail with EIO (default 60)
      partition=root|boot|OFFSET  which volume of a partitioned image
                        (default root); OFFSET is a byte offset
      fsname=NAME       mount source shown by df/findmnt (default: IMAGE as given)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/tfs"
 	"github.com/tfsmount/tfsmount/tfs/format"
 )
@@ -106,6 +107,12 @@ func copyTreeIn(fsys *tfs.FS, src string, p *progress) error {
 // it does not exist, or grows a regular file to size. Block devices keep
 // their size.
 func sizeImage(image string, size int64) error {
+	if blockdev.IsNBDURI(image) {
+		if size != 0 {
+			fmt.Fprintf(os.Stderr, "tfsmount: mkfs: %s is an NBD export; --size ignored\n", image)
+		}
+		return nil // an export has the size its server gives it
+	}
 	st, err := os.Stat(image)
 	switch {
 	case errors.Is(err, os.ErrNotExist):

@@ -197,11 +197,12 @@ func serve(a mountArgs, ready *os.File) int {
 	defer st.q.Close()
 	st.pool = heap.NewPagePool(heap.PoolConfig{Budget: cacheSize})
 	dev, err := openLocked(a.image, blockdev.OpenOptions{
-		ReadOnly: o.ReadOnly,
-		IO:       o.IO,
-		Queue:    st.q,
-		Pool:     st.pool,
-		Logf:     logf,
+		ReadOnly:   o.ReadOnly,
+		IO:         o.IO,
+		Queue:      st.q,
+		Pool:       st.pool,
+		Logf:       logf,
+		NBDTimeout: o.NBDTimeout,
 	})
 	if err != nil {
 		return failMount("%s", describeOpenError(a.image, err))
@@ -292,6 +293,9 @@ func closeVolume(st *mountState, logf func(string, ...any)) error {
 func describeOpenError(image string, err error) string {
 	if isLockConflict(err) {
 		return fmt.Sprintf("%s is in use by another tfsmount (mounted, or open for fsck, mkfs, put...); unmount it first", image)
+	}
+	if blockdev.IsNBDURI(image) {
+		return err.Error() // it names the URI and says what failed
 	}
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Sprintf("%s does not exist (create one with 'tfsmount mkfs %s')", image, image)

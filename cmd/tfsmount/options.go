@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,10 +21,11 @@ type mountOptions struct {
 	// NoDefaultPermissions: no_default_permissions was asked for, so
 	// allow_other does not turn default_permissions on.
 	NoDefaultPermissions bool
-	CacheSize            int64  // pagecache budget in bytes; 0: pagecache.DefaultBudget
-	IO                   string // auto, uring or sync
-	Partition            string // root, boot or a byte offset
-	FsName               string // "": the IMAGE argument
+	CacheSize            int64         // pagecache budget in bytes; 0: pagecache.DefaultBudget
+	IO                   string        // auto, uring or sync
+	NBDTimeout           time.Duration // 0: blockdev.DefaultNBDTimeout
+	Partition            string        // root, boot or a byte offset
+	FsName               string        // "": the IMAGE argument
 	Debug                bool
 	Stats                bool
 	// IgnoreChmod (the default; strict_chmod turns it off): chmod and
@@ -126,6 +128,12 @@ func parseMountOptions(list string, o *mountOptions) error {
 			default:
 				err = fmt.Errorf("io=%s: want auto, uring or sync", val)
 			}
+		case "nbd_timeout":
+			secs, perr := strconv.ParseFloat(val, 64)
+			if perr != nil || !hasVal || secs <= 0 || secs > 86400 {
+				err = fmt.Errorf("nbd_timeout=%s: want seconds, more than 0 and at most 86400", val)
+			}
+			o.NBDTimeout = time.Duration(secs * float64(time.Second))
 		case "partition":
 			if val != "root" && val != "boot" {
 				if n, perr := strconv.ParseInt(val, 10, 64); perr != nil || n < 0 {

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,6 +42,9 @@ func TestParseMountOptions(t *testing.T) {
 		{"uid=bob", nil, "uid=bob"},
 		{"umask=999", nil, "umask=999"},
 		{"cache_size=12Q", nil, "cache_size=12Q"},
+		{"nbd_timeout=2.5", func(o *mountOptions) { o.NBDTimeout = 2500 * time.Millisecond }, ""},
+		{"nbd_timeout=0", nil, "nbd_timeout=0"},
+		{"nbd_timeout", nil, "want seconds"},
 		{"cache_size=4K", nil, "at least 1M"},
 		{"io=epoll", nil, "io=epoll"},
 		{"partition=middle", nil, "partition=middle"},
