@@ -3,6 +3,10 @@
 #
 # Usage: XFSTESTS_DIR=/path/to/built/xfstests scripts/xfstests.sh [RESULTS_DIR] [TEST...]
 #
+# XFSTESTS_NBD=1 puts the test and scratch volumes behind NBD instead: two
+# 2 GiB qcow2 images served by qemu-nbd on 127.0.0.1, mounted by their
+# nbd:// URIs (the servers are stopped when the run ends).
+#
 # xfstests (kdave/xfstests) is built outside this repository and never
 # committed; XFSTESTS_DIR points at the built tree. The runner
 # ../shared/tools/xfstests-run.sh does the FUSE plumbing (mount helper,
@@ -49,9 +53,26 @@ if [ $# -gt 0 ]; then
 	selection=("$@")
 fi
 
-echo "xfstests.sh: tfsmount=$bin xfstests=$XFSTESTS_DIR results=$results"
-exec bash "$runner" -s "${XFSTESTS_SUBTYPE:-tfsxfstests}" -x "$XFSTESTS_DIR" \
+mkfs="rm -f {dev}; '$bin' mkfs --size 2G {dev}"
+test_dev=$test_img scratch_dev=$scratch_img
+if [ "${XFSTESTS_NBD:-0}" = 1 ]; then
+	servers=()
+	trap 'kill "${servers[@]}" 2>/dev/null || true' EXIT
+	port=${XFSTESTS_NBD_PORT:-10871}
+	for vol in test scratch; do
+		qemu-img create -q -f qcow2 "$results/tfs-$vol.qcow2" 2G
+		qemu-nbd --persistent --shared=16 -b 127.0.0.1 -p "$port" -f qcow2 -x "$vol" "$results/tfs-$vol.qcow2" &
+		servers+=($!)
+		eval "${vol}_dev=nbd://127.0.0.1:$port/$vol"
+		port=$((port + 1))
+	done
+	sleep 1
+	mkfs="'$bin' mkfs {dev}"
+fi
+
+echo "xfstests.sh: tfsmount=$bin xfstests=$XFSTESTS_DIR results=$results test=$test_dev scratch=$scratch_dev"
+bash "$runner" -s "${XFSTESTS_SUBTYPE:-tfsxfstests}" -x "$XFSTESTS_DIR" \
 	-c "exec '$bin' -f \"\$SRC\" \"\$MNT\" \${OPTS:+-o \"\$OPTS\"}" \
-	-m "rm -f {dev}; '$bin' mkfs --size 2G {dev}" -M \
-	-T "$test_img" -S "$scratch_img" \
+	-m "$mkfs" -M \
+	-T "$test_dev" -S "$scratch_dev" \
 	-r "$results" "${selection[@]}"
