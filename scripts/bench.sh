@@ -17,7 +17,8 @@
 #   BENCH_RUNTIME  seconds per random 4 KiB fio run (default 10)
 #   BENCH_FILES    files for the metadata test (default 100000)
 #   BENCH_CACHE    tfsmount cache_size for the memory test (default 256M)
-#   BENCH_ONLY     space-separated subset of: fio qd32 meta mount rss sync tree (default all)
+#   BENCH_ONLY     space-separated subset of: fio nbd qd32 meta mount rss sync tree (default all)
+#   BENCH_NBD_ROUNDS  rounds of the NBD test (default 2)
 #   BENCH_BEFORE   another tfsmount binary (say, built from an earlier commit)
 #                  to measure beside this one in the sync test, rounds
 #                  interleaved: what a change to the write ordering costs
@@ -40,7 +41,7 @@ SIZE=${BENCH_SIZE:-512M}
 RUNTIME=${BENCH_RUNTIME:-10}
 NFILES=${BENCH_FILES:-100000}
 CACHE=${BENCH_CACHE:-256M}
-ONLY=${BENCH_ONLY:-fio qd32 meta mount rss sync tree}
+ONLY=${BENCH_ONLY:-fio nbd qd32 meta mount rss sync tree}
 TREE=${BENCH_TREE:-$(go env GOROOT)}
 NANOS=${BENCH_NANOS:-}
 SYNC_FILES=${BENCH_SYNC_FILES:-2000}
@@ -229,6 +230,71 @@ fio_matrix() {
 	stop_mount "$lm"
 	"$TFS" fsck "$tfsimg" >"$WORK/fsck-fio.txt" 2>&1 || log "fsck after fio not clean: $(head -5 "$WORK/fsck-fio.txt")"
 	rm -rf "$raw" "$tfsimg" "$lb"
+}
+
+# ------------------------------------------------------------------ NBD
+# The same volume mounted from its image file and through qemu-nbd on
+# 127.0.0.1 (raw format, O_DIRECT with native AIO, as the file backend
+# does), rounds interleaved: what the network round trip costs. Jobs run
+# on a 1 GiB file in the mount: sequential 1 MiB write and cold read, and
+# O_DIRECT 4 KiB random reads at 1 and 32 in flight.
+NBDRES=$WORK/nbd.tsv
+nbd_job() { # FILE NAME FIO-OPTIONS... -> MB/s (seq) or IOPS (rand), and mean latency µs
+	local f=$1 name=$2
+	shift 2
+	fio --name="$name" --filename="$f" --size=1G "$@" --output-format=json >"$WORK/fio.json" 2>>"$WORK/fio.err" ||
+		{ log "fio $name on $f failed"; echo "nan nan"; return; }
+	python3 - "$WORK/fio.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+d = j["write"] if j["write"]["io_bytes"] > j["read"]["io_bytes"] else j["read"]
+seq = j["job options"].get("rw") in ("read", "write")
+print("%.1f %.1f" % (d["bw_bytes"] / 1e6 if seq else d["iops"], d["lat_ns"]["mean"] / 1e3))
+PY
+}
+nbd_bench() {
+	local img=$WORK/tfs-nbd.img tm=$WORK/mnt-tfs port=${BENCH_NBD_PORT:-10899} qpid
+	command -v qemu-nbd >/dev/null || { log "nbd: qemu-nbd missing (make setup installs qemu-utils); skipped"; return; }
+	"$TFS" mkfs --size 2G "$img" >/dev/null
+	declare -A fig=()
+	for round in $(seq "${BENCH_NBD_ROUNDS:-2}"); do
+		for target in file nbd; do
+			local src=$img
+			if [ $target = nbd ]; then
+				qemu-nbd --persistent --shared=4 --cache=none --aio=native -f raw -x vol -b 127.0.0.1 -p "$port" "$img" &
+				qpid=$!
+				sleep 1
+				src=nbd://127.0.0.1:$port/vol
+			fi
+			log "nbd: round $round, $target"
+			start_tfs "$src" "$tm"
+			sync
+			read -r v l < <(nbd_job "$tm/nbd.dat" seqwrite --rw=write --bs=1M --end_fsync=1)
+			fig[$target.seqwrite.$round]=$v
+			stop_mount "$tm"
+			drop_caches
+			start_tfs "$src" "$tm"
+			read -r v l < <(nbd_job "$tm/nbd.dat" seqread --rw=read --bs=1M)
+			fig[$target.seqread.$round]=$v
+			read -r v l < <(nbd_job "$tm/nbd.dat" qd1 --rw=randread --bs=4k --direct=1 --ioengine=psync --time_based --runtime="$RUNTIME")
+			fig[$target.qd1.$round]=$v fig[$target.qd1lat.$round]=$l
+			read -r v l < <(nbd_job "$tm/nbd.dat" qd32 --rw=randread --bs=4k --direct=1 --ioengine=io_uring --iodepth=32 --time_based --runtime="$RUNTIME")
+			fig[$target.qd32.$round]=$v
+			read -r v l < <(nbd_job "$tm/nbd.dat" qd32w --rw=randwrite --bs=4k --direct=1 --ioengine=io_uring --iodepth=32 --time_based --runtime="$RUNTIME" --end_fsync=1)
+			fig[$target.qd32w.$round]=$v
+			rm -f "$tm/nbd.dat" # the next target writes a new file too
+			stop_mount "$tm"
+			if [ $target = nbd ]; then kill "$qpid"; wait "$qpid" 2>/dev/null || true; fi
+		done
+	done
+	"$TFS" fsck "$img" >"$WORK/fsck-nbd.txt" 2>&1 || log "fsck after nbd not clean: $(head -5 "$WORK/fsck-nbd.txt")"
+	for m in "seqwrite|seq write 1M (MB/s)" "seqread|seq read 1M cold (MB/s)" "qd1|rand read 4K O_DIRECT qd1 (IOPS)" \
+		"qd1lat|  mean latency qd1 (µs)" "qd32|rand read 4K O_DIRECT qd32 (IOPS)" "qd32w|rand write 4K O_DIRECT qd32 (IOPS)"; do
+		local k=${m%%|*} name=${m#*|} fv=() nv=()
+		for round in $(seq "${BENCH_NBD_ROUNDS:-2}"); do fv+=("${fig[file.$k.$round]}"); nv+=("${fig[nbd.$k.$round]}"); done
+		printf '%s\t%s\t%s\n' "$name" "$(median "${fv[@]}")" "$(median "${nv[@]}")" >>"$NBDRES"
+	done
+	rm -f "$img"
 }
 
 # ------------------------------------------------------------------ queue depth 32
@@ -596,6 +662,7 @@ tree_work() {
 }
 
 want fio && fio_matrix
+want nbd && nbd_bench
 want qd32 && fio_qd32
 want meta && meta
 want mount && mount_time
@@ -648,6 +715,23 @@ for l in open(sys.argv[1]):
     f = [float(x) if x not in ("-", "nan", "") else None for x in v]
     r = lambda a, b: "%.2f" % (a / b) if a is not None and b else "-"
     print("%-34s %10s %10s %10s %10s %12s %10s" % (name, *[("-" if x is None else "%.0f" % x) for x in f], r(f[1], f[0]), r(f[1], f[2])))
+PY
+	fi
+	if [ -s "${NBDRES:-}" ]; then
+		echo
+		echo "NBD: one volume from its image file and through qemu-nbd on 127.0.0.1 (median of ${BENCH_NBD_ROUNDS:-2} interleaved rounds)"
+		python3 - "$NBDRES" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+print("%-38s %12s %12s %10s" % ("test", "file", "NBD", "NBD/file"))
+lat = {}
+for name, f, n in rows:
+    f, n = float(f), float(n)
+    print("%-38s %12.1f %12.1f %10.2f" % (name, f, n, n / f if f else float("nan")))
+    if "latency" in name:
+        lat = (f, n)
+if lat:
+    print("the NBD round trip adds %.0f µs to each 4 KiB read at queue depth 1" % (lat[1] - lat[0]))
 PY
 	fi
 	if [ -s "${TREERES:-}" ]; then
