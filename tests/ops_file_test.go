@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -558,5 +559,37 @@ func TestFillToENOSPC(t *testing.T) {
 	}
 	m = m.remount()
 	wantContent(t, m.Path("after"), chunk)
+	m.finish()
+}
+
+// Times outside TFS's range (1970 to early 2106) are stored as the nearest
+// time it can hold, as the kernel clamps to a filesystem's range, and keep
+// that value across a remount; before, 1960 came back as 2096.
+func TestTimesClampToRange(t *testing.T) {
+	m := freshMount(t, "64M")
+	old, future := m.Path("old"), m.Path("future")
+	mustWriteFile(t, old, []byte("x"))
+	mustWriteFile(t, future, []byte("y"))
+	if err := os.Chtimes(old, time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(future, time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		for p, want := range map[string]time.Time{old: time.Unix(0, 0), future: time.Unix(1<<32-1, 999999999)} {
+			st, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !st.ModTime().Equal(want) {
+				t.Errorf("%s %s: mtime %v, want %v", when, filepath.Base(p), st.ModTime().UTC(), want.UTC())
+			}
+		}
+	}
+	check("before the remount")
+	m = m.remount()
+	check("after the remount")
 	m.finish()
 }

@@ -3,6 +3,7 @@ package format
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"strconv"
 	"time"
@@ -199,17 +200,32 @@ func IntOf(n uint64) Int { return Int{Mag: n} }
 
 func StrOf(s string) Bytes { return Bytes{Data: s, IsString: true} }
 
-// Times are 32.32 fixed-point seconds since the Unix epoch. Time decodes
-// one; Timestamp encodes one, rounding a fraction up so that a time read
-// back is never earlier than the one written.
+// Times are 32.32 fixed-point seconds since the Unix epoch: from 1970 to
+// the start of 2106 (MinTime to MaxTime). Time decodes one; Timestamp
+// encodes one, rounding a fraction up so that a time read back is never
+// earlier than the one written.
 func Time(t uint64) time.Time {
 	sec := int64(t >> 32)
 	nsec := int64(((t & 0xFFFFFFFF) * 1000000000) >> 32)
 	return time.Unix(sec, nsec)
 }
 
-// Timestamp is the encoding of tm (see Time).
+// The range of times a volume can hold.
+var (
+	MinTime = time.Unix(0, 0)
+	MaxTime = Time(math.MaxUint64)
+)
+
+// Timestamp is the encoding of tm (see Time). A time outside the format's
+// range is clamped to its nearest end, as the kernel clamps a time to what
+// a filesystem can store, instead of wrapping around to another date.
 func Timestamp(tm time.Time) uint64 {
+	switch {
+	case tm.Before(MinTime):
+		return 0
+	case !tm.Before(MaxTime):
+		return math.MaxUint64
+	}
 	sec := uint64(tm.Unix())
 	nsec := uint64(tm.Nanosecond())
 	t := sec << 32

@@ -272,4 +272,27 @@ func TestTimeConversion(t *testing.T) {
 	}
 }
 
+// Times outside what the format holds clamp to its ends; before the
+// clamp, a time before 1970 wrapped around to one in 2096.
+func TestTimeClamp(t *testing.T) {
+	if !MaxTime.Equal(time.Unix(1<<32-1, 999999999)) {
+		t.Fatalf("MaxTime = %v", MaxTime)
+	}
+	for _, c := range []struct {
+		in, want time.Time
+	}{
+		{time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC), MinTime},
+		{time.Unix(-1, 999999999), MinTime},
+		{time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC), MaxTime},
+		{time.Unix(1<<32, 0), MaxTime},
+		{MaxTime, MaxTime},
+		{time.Unix(1<<32-1, 5), time.Unix(1<<32-1, 5)},
+		{MinTime, MinTime},
+	} {
+		if got := Time(Timestamp(c.in)); !got.Equal(c.want) {
+			t.Errorf("%v stored as %v, want %v", c.in.UTC(), got.UTC(), c.want.UTC())
+		}
+	}
+}
+
 func timeUnix(sec, nsec int64) time.Time { return time.Unix(sec, nsec) }
