@@ -6,12 +6,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pkg/xattr"
 	"github.com/tfsmount/tfsmount/tfs"
 )
 
@@ -29,8 +31,8 @@ func getCopyBuf() *[]byte { return copyBufs.Get().(*[]byte) }
 func putCopyBuf(b *[]byte) { copyBufs.Put(b) }
 
 // copyIn copies the host path src into directory dir of fsys under name,
-// like cp -a: directories recursively, regular files, symlinks and
-// modification times. Host FIFOs, devices and sockets cannot be stored
+// like cp -a: directories recursively, regular files, symlinks,
+// modification times and user.* extended attributes. Host FIFOs, devices and sockets cannot be stored
 // and are skipped with a warning. An existing regular file is overwritten;
 // an existing directory is merged into.
 func copyIn(fsys *tfs.FS, src string, dir *tfs.Node, name string, p *progress) error {
@@ -65,6 +67,9 @@ func copyIn(fsys *tfs.FS, src string, dir *tfs.Node, name string, p *progress) e
 			}
 		}
 		p.add(1, 0)
+		if err := copyXattrsIn(fsys, src, n); err != nil {
+			return err
+		}
 		// After the children: creating them changed the directory's mtime.
 		return fsys.SetTimes(n, &atime, &mtime)
 	case st.Mode()&os.ModeSymlink != 0:
@@ -92,9 +97,57 @@ func copyIn(fsys *tfs.FS, src string, dir *tfs.Node, name string, p *progress) e
 			return fmt.Errorf("copy %s: %w", src, err)
 		}
 		p.add(1, 0)
+		if err := copyXattrsIn(fsys, src, n); err != nil {
+			return err
+		}
 		return fsys.SetTimes(n, &atime, &mtime)
 	}
 	fmt.Fprintf(os.Stderr, "tfsmount: skipping %s: TFS cannot hold a %v\n", src, st.Mode().Type())
+	return nil
+}
+
+// copyXattrsIn copies the user.* extended attributes of the host path src
+// (not following a symlink) to n, replacing any n has of the same name.
+// Other namespaces cannot be stored: ACLs come back from the mode, and
+// security.* and trusted.* labels belong to the host.
+func copyXattrsIn(fsys *tfs.FS, src string, n *tfs.Node) error {
+	names, err := xattr.LList(src)
+	if err != nil {
+		if errors.Is(err, syscall.ENOTSUP) {
+			return nil // the host filesystem has none
+		}
+		return fmt.Errorf("list extended attributes of %s: %w", src, err)
+	}
+	for _, name := range names {
+		if !strings.HasPrefix(name, "user.") {
+			continue
+		}
+		v, err := xattr.LGet(src, name)
+		if err != nil {
+			return fmt.Errorf("read extended attribute %s of %s: %w", name, src, err)
+		}
+		if err := fsys.SetXattr(n, name, v, 0); err != nil {
+			return fmt.Errorf("set extended attribute %s from %s: %w", name, src, err)
+		}
+	}
+	return nil
+}
+
+// copyXattrsOut sets the extended attributes of n on the host file f.
+func copyXattrsOut(fsys *tfs.FS, n *tfs.Node, f *os.File) error {
+	names, err := fsys.ListXattr(n)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		v, err := fsys.GetXattr(n, name)
+		if err != nil {
+			return fmt.Errorf("read extended attribute %s: %w", name, err)
+		}
+		if err := xattr.FSet(f, name, v); err != nil {
+			return fmt.Errorf("set extended attribute %s on %s: %w", name, f.Name(), err)
+		}
+	}
 	return nil
 }
 
@@ -148,8 +201,12 @@ func copyOut(fsys *tfs.FS, n *tfs.Node, dest string, p *progress) error {
 		if err != nil {
 			return fmt.Errorf("open %s: %w", dest, err)
 		}
-		defer unix.Close(fd)
+		dir := os.NewFile(uintptr(fd), dest)
+		defer dir.Close()
 		if err := copyDirOut(fsys, n, fd, dest, p); err != nil {
+			return err
+		}
+		if err := copyXattrsOut(fsys, n, dir); err != nil {
 			return err
 		}
 		a := fsys.Getattr(n)
@@ -180,8 +237,12 @@ func copyOutAt(fsys *tfs.FS, n *tfs.Node, dirfd int, name, shown string, p *prog
 		if err != nil {
 			return fmt.Errorf("%s exists and is not a directory (a symlink is not followed): %w", shown, err)
 		}
+		dir := os.NewFile(uintptr(fd), shown)
 		err = copyDirOut(fsys, n, fd, shown, p)
-		unix.Close(fd)
+		if err == nil {
+			err = copyXattrsOut(fsys, n, dir)
+		}
+		dir.Close()
 		if err != nil {
 			return err
 		}
@@ -272,6 +333,10 @@ func copyFileOut(fsys *tfs.FS, n *tfs.Node, dirfd int, name, shown string, mode 
 	if err := copySparse(fsys, n, f, func(k int64) { p.add(0, k) }); err != nil {
 		f.Close()
 		return fmt.Errorf("%s: %w", shown, err)
+	}
+	if err := copyXattrsOut(fsys, n, f); err != nil {
+		f.Close()
+		return err
 	}
 	if err := f.Chmod(os.FileMode(mode)); err != nil {
 		f.Close()

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkg/xattr"
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/blockdev"
 	"github.com/tfsmount/tfsmount/tfs"
@@ -61,6 +62,22 @@ func TestCopyInOutRoundTrip(t *testing.T) {
 	if err := os.Chtimes(filepath.Join(src, "dir"), mtime, mtime); err != nil {
 		t.Fatal(err)
 	}
+	// Extended attributes on a file and a directory; a trusted.* one (root
+	// only) cannot be stored and is left behind.
+	xattrs := map[string]map[string]string{
+		"a.txt": {"user.origin": "host", "user.empty": ""},
+		"dir":   {"user.role": "config dir"},
+	}
+	for name, attrs := range xattrs {
+		for k, v := range attrs {
+			if err := xattr.Set(filepath.Join(src, name), k, []byte(v)); err != nil {
+				t.Fatalf("set %s on the host: %v", k, err)
+			}
+		}
+	}
+	if err := xattr.Set(filepath.Join(src, "a.txt"), "trusted.host-only", []byte("x")); err != nil {
+		t.Fatalf("set trusted.* on the host (the tests run as root): %v", err)
+	}
 
 	fsys, remount := memVolume(t)
 	p := newProgress("test")
@@ -98,6 +115,17 @@ func TestCopyInOutRoundTrip(t *testing.T) {
 	}
 	if st, err := os.Stat(filepath.Join(out, "emptydir")); err != nil || !st.IsDir() {
 		t.Errorf("empty directory: %v", err)
+	}
+	for name, attrs := range xattrs {
+		got, err := xattr.List(filepath.Join(out, name))
+		if err != nil || len(got) != len(attrs) {
+			t.Errorf("%s: xattrs %v, %v; want %d", name, got, err, len(attrs))
+		}
+		for k, v := range attrs {
+			if b, err := xattr.Get(filepath.Join(out, name), k); err != nil || string(b) != v {
+				t.Errorf("%s: %s = %q, %v; want %q", name, k, b, err, v)
+			}
+		}
 	}
 
 	// put semantics: into an existing directory under the source's name,
