@@ -280,3 +280,38 @@ func TestCopyInAnyModes(t *testing.T) {
 	m.Unmount()
 	requireFsckClean(t, img)
 }
+
+// TestPrivilegedXattrs: root stores trusted.* and security.* attributes,
+// which survive a remount; another user can neither set a trusted.* one
+// nor see one listed, and still reads the user.* and security.* ones.
+func TestPrivilegedXattrs(t *testing.T) {
+	requireFUSE(t)
+	uid, gid := ensureOtherUser(t)
+	img := newImage(t, "64M")
+	dir := openMountDir(t)
+	m := mountAt(t, img, dir, "allow_other")
+	f := m.Path("f")
+	if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"trusted.t", "security.s", "user.u"} {
+		if err := xattr.Set(f, name, []byte("v:"+name)); err != nil {
+			t.Fatalf("root sets %s: %v", name, err)
+		}
+	}
+	m = m.remount()
+	f = m.Path("f")
+	for _, name := range []string{"trusted.t", "security.s", "user.u"} {
+		if v, err := xattr.Get(f, name); err != nil || string(v) != "v:"+name {
+			t.Errorf("%s after a remount: %q, %v", name, v, err)
+		}
+	}
+	out, err := asUser(uid, gid, "getfattr -d -m - "+f)
+	if err != nil || strings.Contains(out, "trusted.t") || !strings.Contains(out, "user.u") || !strings.Contains(out, "security.s") {
+		t.Errorf("another user lists: %v\n%s\nwant user.u and security.s, not trusted.t", err, out)
+	}
+	if out, err := asUser(uid, gid, "setfattr -n trusted.other -v 1 "+f); err == nil {
+		t.Errorf("another user set a trusted.* attribute: %s", out)
+	}
+	m.finish()
+}

@@ -25,10 +25,12 @@ func isXattrName(name string) bool {
 	return i > 0 && i < len(name)-1
 }
 
-// checkXattrName accepts user.* names from the host side only.
+// checkXattrName accepts the namespaces a TFS string attribute can hold:
+// user.*, and trusted.* and security.*, whose access the kernel controls.
 func checkXattrName(name string) error {
-	if !strings.HasPrefix(name, "user.") || !isXattrName(name) || len(name) > 255 {
-		return errnoErr(fmt.Sprintf("xattr name %q: only user.* is supported", name), syscall.EOPNOTSUPP)
+	ns, _, _ := strings.Cut(name, ".")
+	if (ns != "user" && ns != "trusted" && ns != "security") || !isXattrName(name) || len(name) > 255 {
+		return errnoErr(fmt.Sprintf("xattr name %q: only user.*, trusted.* and security.* are supported", name), syscall.EOPNOTSUPP)
 	}
 	return nil
 }

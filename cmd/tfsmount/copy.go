@@ -106,10 +106,11 @@ func copyIn(fsys *tfs.FS, src string, dir *tfs.Node, name string, p *progress) e
 	return nil
 }
 
-// copyXattrsIn copies the user.* extended attributes of the host path src
-// (not following a symlink) to n, replacing any n has of the same name.
-// Other namespaces cannot be stored: ACLs come back from the mode, and
-// security.* and trusted.* labels belong to the host.
+// copyXattrsIn copies the extended attributes of the host path src (not
+// following a symlink) to n, replacing any n has of the same name: user.*,
+// and trusted.* and security.* where the host lets us read them (as root),
+// as rsync -X does. system.* (ACLs) cannot be stored: they come back from
+// the mode.
 func copyXattrsIn(fsys *tfs.FS, src string, n *tfs.Node) error {
 	names, err := xattr.LList(src)
 	if err != nil {
@@ -119,7 +120,7 @@ func copyXattrsIn(fsys *tfs.FS, src string, n *tfs.Node) error {
 		return fmt.Errorf("list extended attributes of %s: %w", src, err)
 	}
 	for _, name := range names {
-		if !strings.HasPrefix(name, "user.") {
+		if strings.HasPrefix(name, "system.") {
 			continue
 		}
 		v, err := xattr.LGet(src, name)

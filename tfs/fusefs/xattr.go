@@ -7,15 +7,34 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// Only user.* attributes are served. Linux gives the other namespaces
-// meaning (security.* to LSMs, system.* to ACLs, trusted.* to root) that a
-// TFS string attribute cannot honour, so those are EOPNOTSUPP.
-const userPrefix = "user."
+// The namespaces stored: user.*, and trusted.* and security.*, which the
+// kernel lets only privileged callers set (trusted.* needs CAP_SYS_ADMIN,
+// security.* whatever the security modules ask), so storing them is all
+// that is needed here. system.* means ACLs (see Setxattr); nothing else
+// is a Linux namespace.
+var xattrPrefixes = []string{"user.", "trusted.", "security."}
 
 func xattrAllowed(name string) bool {
-	return strings.HasPrefix(name, userPrefix) && len(name) > len(userPrefix)
+	for _, p := range xattrPrefixes {
+		if strings.HasPrefix(name, p) && len(name) > len(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// xattrVisible reports whether name is listed to the caller: the kernel
+// hides trusted.* from the unprivileged when it reads one, so listing
+// does too.
+func xattrVisible(ctx context.Context, name string) bool {
+	if !strings.HasPrefix(name, "trusted.") {
+		return true
+	}
+	c, ok := fuse.FromContext(ctx)
+	return !ok || c.Uid == 0
 }
 
 var _ = (fs.NodeGetxattrer)((*node)(nil))
@@ -89,7 +108,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 
 var _ = (fs.NodeListxattrer)((*node)(nil))
 
-// Listxattr lists the user.* attributes as NUL-terminated names.
+// Listxattr lists the stored attributes as NUL-terminated names.
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	names, err := n.m.fs.ListXattr(n.tn)
 	if err != nil {
@@ -97,7 +116,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	}
 	var b []byte
 	for _, name := range names {
-		if xattrAllowed(name) {
+		if xattrAllowed(name) && xattrVisible(ctx, name) {
 			b = append(b, name...)
 			b = append(b, 0)
 		}

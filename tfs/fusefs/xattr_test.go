@@ -30,7 +30,14 @@ func TestUserXattrs(t *testing.T) {
 	if err := unix.Setxattr(p, "user.none", []byte("x"), unix.XATTR_REPLACE); !errors.Is(err, syscall.ENODATA) {
 		t.Errorf("XATTR_REPLACE on a missing name: %v, want ENODATA", err)
 	}
-	for _, ns := range []string{"trusted.x", "security.x", "system.x"} {
+	// trusted.* and security.* are stored for root (the kernel keeps
+	// others out); system.* other than ACLs, and no namespace, are not.
+	for _, ns := range []string{"trusted.x", "security.x"} {
+		if err := unix.Setxattr(p, ns, []byte("v-"+ns), 0); err != nil {
+			t.Errorf("setxattr %s as root: %v", ns, err)
+		}
+	}
+	for _, ns := range []string{"system.x", "other.x"} {
 		if err := unix.Setxattr(p, ns, []byte("v"), 0); !errors.Is(err, syscall.EOPNOTSUPP) {
 			t.Errorf("setxattr %s: %v, want EOPNOTSUPP", ns, err)
 		}
@@ -55,8 +62,13 @@ func TestUserXattrs(t *testing.T) {
 	}
 	names := strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00")
 	sort.Strings(names)
-	if strings.Join(names, ",") != "user.one,user.two" {
+	if strings.Join(names, ",") != "security.x,trusted.x,user.one,user.two" {
 		t.Errorf("listxattr: %q", names)
+	}
+	for _, ns := range []string{"trusted.x", "security.x"} {
+		if n, err := unix.Getxattr(p, ns, buf); err != nil || string(buf[:n]) != "v-"+ns {
+			t.Errorf("getxattr %s after a remount: %q, %v", ns, buf[:n], err)
+		}
 	}
 	if err := unix.Removexattr(p, "user.one"); err != nil {
 		t.Errorf("removexattr: %v", err)
