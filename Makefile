@@ -24,7 +24,7 @@ build:
 setup:
 	@missing=""; \
 	for c in fusermount3:fuse3 fio:fio xfs_io:xfsprogs getfattr:attr rsync:rsync useradd:passwd \
-		nbdkit:nbdkit qemu-nbd:qemu-utils nbd-server:nbd-server; do \
+		nbdkit:nbdkit qemu-nbd:qemu-utils nbd-server:nbd-server chattr:e2fsprogs; do \
 		command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -2,8 +2,10 @@ package tests
 
 import (
 	"bytes"
+	"errors"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -592,4 +594,69 @@ func TestTimesClampToRange(t *testing.T) {
 	m = m.remount()
 	check("after the remount")
 	m.finish()
+}
+
+// chattr +i and +a through the mount: the flags show in lsattr, survive a
+// remount, and the daemon refuses what they forbid with EPERM.
+func TestChattrImmutableAppendOnly(t *testing.T) {
+	m := freshMount(t, "64M")
+	f, a, d := m.Path("frozen"), m.Path("journal"), m.Path("dir")
+	mustWriteFile(t, f, []byte("fixed\n"))
+	mustWriteFile(t, a, []byte("one\n"))
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustRunCmd(t, "chattr", "+i", f)
+	mustRunCmd(t, "chattr", "+a", a)
+	mustRunCmd(t, "chattr", "+i", d)
+	m = m.remount()
+	for p, flag := range map[string]string{f: "i", a: "a", d: "i"} {
+		out := mustRunCmd(t, "lsattr", "-d", p)
+		if fields := strings.Fields(out); len(fields) == 0 || !strings.Contains(fields[0], flag) {
+			t.Errorf("lsattr %s after a remount: %q, want %s", p, out, flag)
+		}
+	}
+	eperm := func(err error, what string) {
+		t.Helper()
+		if !errors.Is(err, syscall.EPERM) {
+			t.Errorf("%s: %v, want EPERM", what, err)
+		}
+	}
+	eperm(os.WriteFile(f, []byte("changed"), 0o644), "overwrite an immutable file")
+	eperm(os.Remove(f), "remove an immutable file")
+	eperm(os.Rename(f, m.Path("elsewhere")), "rename an immutable file")
+	eperm(os.Chmod(f, 0o755), "chmod an immutable file")
+	eperm(os.WriteFile(filepath.Join(d, "new"), nil, 0o644), "create in an immutable directory")
+	eperm(os.Truncate(a, 0), "truncate an append-only file")
+	eperm(os.Remove(a), "remove an append-only file")
+	af, err := os.OpenFile(a, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := af.WriteString("two\n"); err != nil {
+		t.Errorf("append to an append-only file: %v", err)
+	}
+	af.Close()
+	if b, _ := os.ReadFile(a); string(b) != "one\ntwo\n" {
+		t.Errorf("append-only file holds %q", b)
+	}
+	if b, _ := os.ReadFile(f); string(b) != "fixed\n" {
+		t.Errorf("immutable file holds %q", b)
+	}
+	mustRunCmd(t, "chattr", "-i", f, d)
+	mustRunCmd(t, "chattr", "-a", a)
+	if err := os.Remove(f); err != nil {
+		t.Errorf("remove after chattr -i: %v", err)
+	}
+	m.finish()
+}
+
+// mustRunCmd runs a host command and returns its output.
+func mustRunCmd(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }

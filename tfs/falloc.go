@@ -24,6 +24,11 @@ func (fs *FS) Fallocate(n *Node, mode uint32, off, length int64) error {
 	if err := checkFile(n); err != nil {
 		return err
 	}
+	// As vfs_fallocate: nothing on an immutable file, and on an
+	// append-only one only an allocation that keeps the size.
+	if f := n.iflags.Load(); f&FlagImmutable != 0 || (f&FlagAppend != 0 && mode != FallocKeepSize) {
+		return checkUnsealed(n, "fallocate")
+	}
 	if mode&FallocKeepSize == 0 {
 		n.extend.Lock() // it may move the end of file (see Write)
 		defer n.extend.Unlock()

@@ -198,6 +198,9 @@ func (fs *FS) Write(n *Node, p []byte, off int64) (int, error) {
 	if err := fs.checkWritable(); err != nil {
 		return 0, err
 	}
+	if f := n.iflags.Load(); f&FlagImmutable != 0 {
+		return 0, checkUnsealed(n, "write")
+	}
 	fd := fs.fileData(n)
 	size := n.size.Load()
 	if len(p) == 0 {
@@ -212,6 +215,9 @@ func (fs *FS) Write(n *Node, p []byte, off int64) (int, error) {
 		n.extend.Lock()
 		defer n.extend.Unlock()
 		size = n.size.Load()
+	}
+	if n.iflags.Load()&FlagAppend != 0 && off != size {
+		return 0, errnoErr(fmt.Sprintf("write at %d of a %d-byte append-only file: only at its end", off, size), syscall.EPERM)
 	}
 	if off > size {
 		if err := fs.zeroTail(n, fd, size, off); err != nil {
@@ -271,6 +277,9 @@ func (fs *FS) Truncate(n *Node, size int64) error {
 		return errnoErr("size out of range", syscall.EINVAL)
 	}
 	if err := checkFile(n); err != nil {
+		return err
+	}
+	if err := checkUnsealed(n, "truncate"); err != nil {
 		return err
 	}
 	n.extend.Lock() // it moves the end of file (see Write)

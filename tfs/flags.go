@@ -20,6 +20,9 @@ func (fs *FS) SetFlags(n *Node, exec, readonly *bool) error {
 	if n.kind != KindFile {
 		return errnoErr("exec and readonly flags exist only on regular files", syscall.EPERM)
 	}
+	if err := checkUnsealed(n, "chmod"); err != nil {
+		return err
+	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if err := fs.checkWritable(); err != nil {

@@ -47,6 +47,9 @@ type Node struct {
 	resv       blockSet                       // file blocks reserved for delayed allocation
 	// timesDirty: mtime/atime changed in memory and not yet logged.
 	timesDirty bool
+	// iflags: the inode flags (iflags.go), kept in the tuple; loaded here
+	// so that every write can check them without fs.mu.
+	iflags atomic.Uint32
 }
 
 // extent maps file blocks [fblock, fblock+length) to volume blocks
@@ -418,6 +421,7 @@ func nodeOf(v any) *Node {
 func (fs *FS) newNode(t *format.Tuple, k Kind) *Node {
 	n := &Node{t: t, kind: k}
 	t.Owner = n
+	n.loadInodeFlags()
 	return n
 }
 

@@ -75,6 +75,9 @@ func (fs *FS) Create(dir *Node, name string, excl bool) (*Node, error) {
 		}
 		return old, nil
 	}
+	if err := checkDirChange(dir, false, fmt.Sprintf("create %q", name)); err != nil {
+		return nil, err
+	}
 	t := format.NewTuple()
 	nowTimes(t)
 	t.Attrs["extents"] = format.NewTuple()
@@ -123,6 +126,9 @@ func (fs *FS) makeEntry(dir *Node, name, op string, kind Kind, fill func(t *form
 	if old != nil {
 		return nil, errnoErr(fmt.Sprintf("%s %q", op, name), syscall.EEXIST)
 	}
+	if err := checkDirChange(dir, false, fmt.Sprintf("%s %q", op, name)); err != nil {
+		return nil, err
+	}
 	t := format.NewTuple()
 	fill(t)
 	return fs.addEntry(dir, c, name, t, kind)
@@ -145,6 +151,12 @@ func (fs *FS) Link(n, dir *Node, name string) error {
 	if n.links == 0 {
 		return errnoErr("link to a removed file", syscall.ENOENT)
 	}
+	if err := checkUnsealed(n, fmt.Sprintf("link %q", name)); err != nil {
+		return err
+	}
+	if err := checkDirChange(dir, false, fmt.Sprintf("link %q", name)); err != nil {
+		return err
+	}
 	if err := fs.logEAV(c, name, n.t, true); err != nil {
 		return err
 	}
@@ -162,6 +174,9 @@ func (fs *FS) Unlink(dir *Node, name string) error {
 	}
 	if err == nil && n.kind == KindDir {
 		err = errnoErr(fmt.Sprintf("unlink %q", name), syscall.EISDIR)
+	}
+	if err == nil {
+		err = checkRemove(dir, n, fmt.Sprintf("unlink %q", name))
 	}
 	if err == nil {
 		err = fs.logEAV(c, name, nil, false)
@@ -236,6 +251,9 @@ func (fs *FS) Rmdir(dir *Node, name string) error {
 	if n.kind != KindDir {
 		return errnoErr(fmt.Sprintf("rmdir %q", name), syscall.ENOTDIR)
 	}
+	if err := checkRemove(dir, n, fmt.Sprintf("rmdir %q", name)); err != nil {
+		return err
+	}
 	if cc, _ := n.t.Attrs["children"].(*format.Tuple); cc != nil && len(cc.Attrs) > 0 {
 		return errnoErr(fmt.Sprintf("rmdir %q", name), syscall.ENOTEMPTY)
 	}
@@ -247,6 +265,29 @@ func (fs *FS) Rmdir(dir *Node, name string) error {
 	dir.subdirs--
 	fs.touchLocked(dir, true)
 	return nil
+}
+
+// checkRemove refuses to take n's name away from dir if either forbids it
+// (as may_delete does).
+func checkRemove(dir, n *Node, op string) error {
+	if err := checkDirChange(dir, true, op); err != nil {
+		return err
+	}
+	return checkUnsealed(n, op)
+}
+
+// checkRename applies checkRemove to what a rename takes away: src's name
+// in odir, and dst's in ndir when it is replaced or exchanged; ndir gains
+// an entry.
+func checkRename(odir, src, ndir, dst *Node, flags RenameFlags, oname string) error {
+	op := fmt.Sprintf("rename %q", oname)
+	if err := checkRemove(odir, src, op); err != nil {
+		return err
+	}
+	if dst != nil && flags&RenameNoReplace == 0 {
+		return checkRemove(ndir, dst, op)
+	}
+	return checkDirChange(ndir, false, op)
 }
 
 // isAncestor reports whether a is d or one of d's ancestors.
@@ -296,8 +337,11 @@ func (fs *FS) Rename(odir *Node, oname string, ndir *Node, nname string, flags R
 		fs.mu.Unlock()
 		return err
 	}
+	err = checkRename(odir, src, ndir, dst, flags, oname)
 	var drop *pagecache.Node
-	err = fs.renameLocked(odir, oc, oname, src, ndir, nc, nname, dst, flags, &drop)
+	if err == nil {
+		err = fs.renameLocked(odir, oc, oname, src, ndir, nc, nname, dst, flags, &drop)
+	}
 	fs.mu.Unlock()
 	if dst != nil {
 		fs.finishDrop(dst, drop)

@@ -57,6 +57,9 @@ func (fs *FS) SetXattr(n *Node, name string, value []byte, flags int) error {
 	if flags&^(xattrCreate|xattrReplace) != 0 || flags == xattrCreate|xattrReplace {
 		return errnoErr("xattr flags", syscall.EINVAL)
 	}
+	if err := checkUnsealed(n, "setxattr"); err != nil {
+		return err
+	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if err := fs.checkWritable(); err != nil {
@@ -91,6 +94,9 @@ func (fs *FS) RemoveXattr(n *Node, name string) error {
 	if err := checkXattrName(name); err != nil {
 		return err
 	}
+	if err := checkUnsealed(n, "removexattr"); err != nil {
+		return err
+	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if err := fs.checkWritable(); err != nil {
@@ -105,6 +111,9 @@ func (fs *FS) RemoveXattr(n *Node, name string) error {
 // SetTimes sets atime and/or mtime (nil leaves one unchanged). The values
 // are logged at the next flush, unlike Nanos, which keeps them in memory.
 func (fs *FS) SetTimes(n *Node, atime, mtime *time.Time) error {
+	if err := checkUnsealed(n, "set times"); err != nil {
+		return err
+	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if err := fs.checkWritable(); err != nil {
