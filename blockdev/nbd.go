@@ -28,22 +28,27 @@ import (
 // buffers, records the outcome in the slot and posts the preallocated
 // completion to the bhqueue, allocating nothing.
 //
-// A lost connection is retried for up to the configured timeout, with
-// back-off (nbdDev.supervise). Every request still in flight is then sent
-// again on the new connection: reads and writes are idempotent. A flush is
-// sent again only once every write sent again before it has completed, so
-// that a flush reported done covers those writes on the new connection.
+// A lost connection is retried with back-off (nbdDev.supervise) until the
+// configured timeout has passed without a connection that works. Every
+// request still in flight is then sent again on the new connection: reads,
+// writes and trims may be repeated, and a flush covers only writes that
+// had completed when it was sent. Writes that completed on the lost
+// connection and were not flushed there may be gone with the server's
+// cache, and the client no longer has their data: the first flush to
+// complete after such a loss reports EIO, so that no fsync claims them.
 // Past the timeout, requests fail with EIO until the server is back.
 //
-// Invariants: a slot is owned by exactly one of the free list, or the
-// connection (armed: from its submitter arming it under wmu until the
-// reader handles its last reply, or a reconnect that failed fails it).
-// Slots are armed and sent only under wmu, so a reconnect, which resends
-// under wmu, sees each armed slot exactly once.
+// Invariants: a slot is owned by exactly one of the free list, a submitter
+// filling it, or the connection (armed: from arming under wmu until the
+// reader handles its last reply, or until failAll fails it while no reader
+// runs). Slots are armed and sent only under wmu, so a reconnect, which
+// resends under wmu while no reader runs, sees each armed slot exactly
+// once. Whoever finds the connection broken closes it before telling the
+// supervisor, so no writer stays blocked in it holding wmu.
 type nbdDev struct {
 	addr    *NBDAddress
 	q       *bh.Queue
-	exp     nbdExport
+	exp     nbdExport // as at open; a reconnect must find the same
 	ro      bool
 	timeout time.Duration
 	logf    func(format string, args ...any)
@@ -55,20 +60,37 @@ type nbdDev struct {
 	conn    net.Conn
 	w       *bufio.Writer
 	up      bool // conn is usable: submitters send
-	failed  bool // the last reconnect timed out: requests fail at once
+	failed  bool // the outage outlasted the timeout: requests fail at once
 	closing bool // Close has begun: no more reconnects
 	line    *irq.Line
 	src     *nbdReader
 
+	// Durability across reconnects (see the type comment): writes that
+	// completed on the current connection without FUA, the most of those a
+	// completed flush has covered, and whether a lost connection left
+	// unflushed writes behind.
+	wdone, flushed atomic.Uint64
+	lost           atomic.Bool
+	// progress: the current connection has delivered a valid reply, so an
+	// outage that follows is a new one.
+	progress atomic.Bool
+
+	// The supervisor's own state.
 	broken  chan struct{} // tells the supervisor the connection is lost
-	stop    chan struct{} // closed by Close
+	ctx     context.Context
+	cancel  context.CancelFunc // Close: ends dials and back-off waits
 	supDone chan struct{}
+	outage  time.Time     // when the current outage began (zero: none)
+	backoff time.Duration // before the next attempt
+	gaveUp  bool          // this outage already failed what was in flight
 	reconns atomic.Uint64
 
-	stats Stats
+	emulated sync.WaitGroup // FUA writes done as write then flush, until their flush is sent
+	stats    Stats
 
-	life   sync.RWMutex // Submit holds it shared; Close exclusively
-	closed bool
+	life      sync.RWMutex // Submit holds it shared; Close exclusively
+	closed    bool
+	closeOnce sync.Once
 }
 
 // nbdSlot is the preallocated state of one request part in flight; its
@@ -85,6 +107,9 @@ type nbdSlot struct {
 	off   int64
 	n     uint32   // bytes of the part
 	bufs  [][]byte // the part's buffers (reads and writes)
+	// covers: for a flush, the connection's completed writes when it was
+	// sent (see nbdDev.wdone).
+	covers uint64
 	// Reader state for a structured read: one more than the bytes still
 	// due (0: no chunk yet), and the first error chunk's errno.
 	left  uint32
@@ -95,6 +120,10 @@ func (s *nbdSlot) handle() uint64 { return uint64(s.seq)<<32 | uint64(s.idx) }
 
 // NBDDepth is the default number of request parts in flight to a server.
 const NBDDepth = 64
+
+// DefaultNBDTimeout is how long a lost connection is retried before
+// requests fail with EIO.
+const DefaultNBDTimeout = 60 * time.Second
 
 // openNBD connects to the export a names.
 func openNBD(a *NBDAddress, opts OpenOptions) (*nbdDev, error) {
@@ -112,7 +141,8 @@ func openNBD(a *NBDAddress, opts OpenOptions) (*nbdDev, error) {
 	depth := depthOr(opts.Depth, NBDDepth)
 	d := &nbdDev{addr: a, q: opts.Queue, exp: exp, ro: ro, timeout: timeout, logf: opts.Logf,
 		slots: make([]nbdSlot, depth), free: make(chan uint32, depth),
-		broken: make(chan struct{}, 1), stop: make(chan struct{}), supDone: make(chan struct{})}
+		broken: make(chan struct{}, 1), supDone: make(chan struct{})}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
 	if d.logf == nil {
 		d.logf = func(string, ...any) {}
 	}
@@ -121,22 +151,21 @@ func openNBD(a *NBDAddress, opts OpenOptions) (*nbdDev, error) {
 		d.free <- uint32(i)
 	}
 	d.wmu.Lock()
-	d.attach(conn)
+	d.attach(conn, exp.structured)
 	d.wmu.Unlock()
 	go d.supervise()
 	return d, nil
 }
 
-// DefaultNBDTimeout is how long a lost connection is retried before
-// requests fail with EIO.
-const DefaultNBDTimeout = 60 * time.Second
-
 // attach makes conn the device's connection and starts its reader.
-// REQUIRES: wmu.
-func (d *nbdDev) attach(conn net.Conn) {
+// REQUIRES: wmu, and no reader running.
+func (d *nbdDev) attach(conn net.Conn, structured bool) {
 	d.conn = conn
 	d.w = bufio.NewWriterSize(conn, 256<<10)
-	d.src = &nbdReader{dev: d, r: bufio.NewReaderSize(conn, 256<<10)}
+	d.src = &nbdReader{dev: d, conn: conn, r: bufio.NewReaderSize(conn, 256<<10), structured: structured}
+	d.wdone.Store(0)
+	d.flushed.Store(0)
+	d.progress.Store(false)
 	d.line = irq.Start("nbd "+d.addr.URI, d.src)
 	d.up, d.failed = true, false
 }
@@ -182,19 +211,32 @@ func (d *nbdDev) Submit(r *Request) { d.submitAll([]*Request{r}) }
 func (d *nbdDev) submitAll(rs []*Request) {
 	d.life.RLock()
 	defer d.life.RUnlock()
+	if d.closed {
+		for _, r := range rs {
+			r.start, r.stats, r.owner = nowNs(), &d.stats, d
+			finishNow(d.q, r, 0, fmt.Errorf("%s on %s: device closed", r.Op, d.addr.URI))
+		}
+		return
+	}
+	d.submitLocked(rs)
+}
+
+// submitLocked is submitAll once the device is known open; the second step
+// of an emulated FUA write comes here directly, since Close waits for it.
+func (d *nbdDev) submitLocked(rs []*Request) {
 	var parts []*nbdSlot
 	live := make([]*Request, 0, len(rs))
 	for _, r := range rs {
-		r.start, r.stats, r.owner = nowNs(), &d.stats, d
-		r.parts, r.moved, r.fail = 1, 0, 0
-		if d.closed {
-			finishNow(d.q, r, 0, fmt.Errorf("%s on %s: device closed", r.Op, d.addr.URI))
-			continue
-		}
 		if err := Check(r, d.exp.size, d.ro); err != nil {
+			r.start, r.stats, r.owner = nowNs(), &d.stats, d
 			finishNow(d.q, r, 0, err)
 			continue
 		}
+		if r.Op == OpWrite && r.FUA && d.exp.flags&nbdTFlagSendFUA == 0 && d.exp.flags&nbdTFlagSendFlush != 0 {
+			r = d.fuaByFlush(r)
+		}
+		r.start, r.stats, r.owner = nowNs(), &d.stats, d
+		r.parts, r.moved, r.fail = 1, 0, 0
 		d.prepare(r, &parts)
 		live = append(live, r)
 	}
@@ -209,27 +251,28 @@ func (d *nbdDev) submitAll(rs []*Request) {
 func (d *nbdDev) prepare(r *Request, parts *[]*nbdSlot) {
 	switch r.Op {
 	case OpRead, OpWrite:
-		if r.Op == OpWrite && r.FUA && d.exp.flags&nbdTFlagSendFUA == 0 && d.exp.flags&nbdTFlagSendFlush != 0 {
-			d.fuaByFlush(r)
-		}
 		bufs, off := r.Bufs, r.Off
 		for len(bufs) > 0 {
 			var part [][]byte
 			part, bufs = cutBufs(bufs, int64(d.exp.maxPayload))
+			n := lenOf(part)
+			if n == 0 {
+				continue // empty buffers: nothing to ask for
+			}
 			s := d.take(r, parts)
-			s.cmd, s.off, s.bufs, s.n = nbdCmdRead, off, part, uint32(lenOf(part))
+			s.cmd, s.off, s.bufs, s.n = nbdCmdRead, off, part, uint32(n)
 			if r.Op == OpWrite {
 				s.cmd = nbdCmdWrite
 				if r.FUA && d.exp.flags&nbdTFlagSendFUA != 0 {
 					s.flags = nbdCmdFlagFUA
 				}
 			}
-			off += int64(s.n)
+			off += n
 			*parts = append(*parts, s)
 		}
 	case OpFlush:
 		if d.ro || d.exp.flags&nbdTFlagSendFlush == 0 {
-			break // nothing is cached that a flush could make durable
+			return // nothing is cached that a flush could make durable
 		}
 		s := d.take(r, parts)
 		s.cmd = nbdCmdFlush
@@ -257,19 +300,26 @@ func (d *nbdDev) prepare(r *Request, parts *[]*nbdSlot) {
 	}
 }
 
-// fuaByFlush makes a FUA write to a server without FUA into a write and,
-// once it is done, a flush; r's Done gets the write's count and the first
-// error. It runs on the submit path, where allocating is fine.
-func (d *nbdDev) fuaByFlush(r *Request) {
-	done := r.Done
-	r.FUA = false
-	r.Done = func(n int64, err error) {
+// fuaByFlush stands in for a FUA write to a server without FUA: a plain
+// write of the same buffers and, once it is done, a flush; r's Done gets
+// the write's count and the first error. r itself is left as it was.
+func (d *nbdDev) fuaByFlush(r *Request) *Request {
+	d.emulated.Add(1)
+	return &Request{Op: OpWrite, Off: r.Off, Bufs: r.Bufs, Done: func(n int64, err error) {
 		if err != nil {
-			done(n, err)
+			d.emulated.Done()
+			r.Done(n, err)
 			return
 		}
-		d.Submit(&Request{Op: OpFlush, Done: func(_ int64, ferr error) { done(n, ferr) }})
-	}
+		flush := &Request{Op: OpFlush, Done: func(_ int64, ferr error) {
+			if ferr != nil {
+				n = 0
+			}
+			r.Done(n, ferr)
+		}}
+		d.submitLocked([]*Request{flush})
+		d.emulated.Done()
+	}}
 }
 
 // cutBufs splits bufs after max bytes.
@@ -300,14 +350,14 @@ func (d *nbdDev) take(r *Request, pending *[]*nbdSlot) *nbdSlot {
 	}
 	s := &d.slots[i]
 	s.seq++
-	s.req, s.flags, s.off, s.n, s.bufs, s.left, s.errno = r, 0, 0, 0, nil, 0, 0
+	s.req, s.flags, s.off, s.n, s.bufs, s.covers, s.left, s.errno = r, 0, 0, 0, nil, 0, 0, 0
 	atomic.AddInt32(&r.parts, 1)
 	return s
 }
 
 // send arms parts and writes them to the connection in one go. While the
-// connection is down they stay armed and the reconnect sends them; once a
-// reconnect has given up they fail at once.
+// connection is down they stay armed and the reconnect sends them; once
+// the outage has outlasted the timeout they fail at once.
 func (d *nbdDev) send(parts []*nbdSlot) {
 	if len(parts) == 0 {
 		return
@@ -315,8 +365,8 @@ func (d *nbdDev) send(parts []*nbdSlot) {
 	d.wmu.Lock()
 	if d.failed {
 		d.wmu.Unlock()
+		// Never armed: no reconnect can see them.
 		for _, s := range parts {
-			s.armed.Store(1)
 			d.finish(s, int32(unix.EIO))
 		}
 		return
@@ -342,6 +392,9 @@ func (d *nbdDev) write(s *nbdSlot) {
 	binary.BigEndian.PutUint64(h[8:], s.handle())
 	binary.BigEndian.PutUint64(h[16:], uint64(s.off))
 	binary.BigEndian.PutUint32(h[24:], s.n)
+	if s.cmd == nbdCmdFlush {
+		s.covers = d.wdone.Load()
+	}
 	d.w.Write(h[:])
 	if s.cmd == nbdCmdWrite {
 		for _, b := range s.bufs {
@@ -354,27 +407,30 @@ func (d *nbdDev) write(s *nbdSlot) {
 // connection lost. REQUIRES: wmu.
 func (d *nbdDev) flushLocked() {
 	if err := d.w.Flush(); err != nil && d.up {
-		d.logf("tfsmount: %s: connection lost while sending: %v", d.addr.URI, err)
-		d.markBroken()
-	}
-}
-
-// markBroken stops sending on the connection and wakes the supervisor.
-// REQUIRES: wmu.
-func (d *nbdDev) markBroken() {
-	d.up = false
-	d.conn.Close() // the reader's Wait returns, and its line stops
-	select {
-	case d.broken <- struct{}{}:
-	default:
+		d.up = false
+		d.conn.Close() // the reader's Wait returns and tells the supervisor
 	}
 }
 
 // finish ends one part with errno (0: success) and frees its slot. It runs
-// in interrupt context (the reader) or on the supervisor, never twice for
-// one arming.
+// in interrupt context (the reader), or where no reader can see the slot
+// (a submitter that never armed it, failAll), never twice for one use.
 func (d *nbdDev) finish(s *nbdSlot, errno int32) {
 	r := s.req
+	if errno == 0 {
+		switch s.cmd {
+		case nbdCmdWrite:
+			if s.flags&nbdCmdFlagFUA == 0 {
+				d.wdone.Add(1)
+			}
+		case nbdCmdFlush:
+			for f := d.flushed.Load(); f < s.covers && !d.flushed.CompareAndSwap(f, s.covers); f = d.flushed.Load() {
+			}
+			if d.lost.CompareAndSwap(true, false) {
+				errno = int32(unix.EIO) // writes this flush must cover were lost with a connection
+			}
+		}
+	}
 	if errno != 0 {
 		atomic.CompareAndSwapInt32(&r.fail, 0, errno)
 	} else if s.cmd == nbdCmdRead || s.cmd == nbdCmdWrite {
@@ -402,7 +458,7 @@ func (d *nbdDev) supervise() {
 	defer close(d.supDone)
 	for {
 		select {
-		case <-d.stop:
+		case <-d.ctx.Done():
 			return
 		case <-d.broken:
 		}
@@ -410,8 +466,12 @@ func (d *nbdDev) supervise() {
 	}
 }
 
-// reconnect replaces a lost connection and sends again what was in flight,
-// or, past the timeout, fails it and keeps trying in the background.
+// reconnect replaces a lost connection and sends again what was in flight.
+// An outage lasts until a connection delivers a valid reply: one that
+// breaks again before that (a server that accepts and hangs up, or answers
+// with something the protocol forbids) continues the same outage, its
+// back-off and its deadline. Past the deadline everything in flight fails,
+// and new requests fail at once until a connection is made.
 func (d *nbdDev) reconnect() {
 	d.wmu.Lock()
 	if d.closing {
@@ -419,62 +479,81 @@ func (d *nbdDev) reconnect() {
 		return
 	}
 	d.up = false
-	d.conn.Close()
-	line, src := d.line, d.src
+	conn, line, src := d.conn, d.line, d.src
 	d.wmu.Unlock()
+	conn.Close()
 	<-line.Done() // no reader runs from here until attach
 	select {
-	case <-d.broken: // the old reader's own alarm about the same loss
+	case <-d.broken: // an alarm about the same loss
 	default:
+	}
+	if d.wdone.Load() > d.flushed.Load() {
+		d.lost.Store(true)
 	}
 	why := src.err
 	if why == nil {
 		why = line.Err()
 	}
-	d.logf("tfsmount: %s: connection lost (%v); reconnecting for up to %v", d.addr.URI, why, d.timeout)
-	start := time.Now()
-	deadline := start.Add(d.timeout)
-	backoff := 50 * time.Millisecond
-	gaveUp := false
-	for {
-		wait := time.Until(deadline)
-		if gaveUp {
-			wait = 10 * time.Second
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), max(min(wait, 10*time.Second), time.Second))
-		conn, exp, err := nbdDial(ctx, d.addr)
-		cancel()
-		if err == nil && exp.size != d.exp.size {
-			conn.Close()
-			err = fmt.Errorf("the export is now %d bytes, not %d", exp.size, d.exp.size)
-		}
-		if err == nil {
-			if !d.resume(conn) {
-				return
-			}
-			d.reconns.Add(1)
-			d.logf("tfsmount: %s: reconnected after %v", d.addr.URI, time.Since(start).Round(time.Millisecond))
-			return
-		}
-		if !gaveUp && time.Now().After(deadline) {
-			gaveUp = true
-			d.logf("tfsmount: %s: no connection after %v (%v): requests fail with EIO until the server is back", d.addr.URI, d.timeout, err)
+	if d.progress.Load() || d.outage.IsZero() {
+		d.outage, d.backoff, d.gaveUp = time.Now(), 50*time.Millisecond, false
+		d.logf("tfsmount: %s: connection lost (%v); reconnecting for up to %v", d.addr.URI, why, d.timeout)
+	} else if d.gaveUp {
+		d.failAll() // what the short-lived connection took with it
+	}
+	deadline := d.outage.Add(d.timeout)
+	for attempt := 1; ; attempt++ {
+		if !d.gaveUp && !time.Now().Before(deadline) {
+			d.gaveUp = true
+			d.logf("tfsmount: %s: no working connection for %v: requests fail with EIO until the server is back", d.addr.URI, d.timeout)
 			d.failAll()
 		}
 		select {
-		case <-d.stop:
-			if !gaveUp {
+		case <-d.ctx.Done():
+			if !d.gaveUp {
 				d.failAll()
 			}
 			return
-		case <-time.After(backoff):
+		case <-time.After(d.backoff):
 		}
-		backoff = min(2*backoff, 2*time.Second)
+		d.backoff = min(2*d.backoff, 2*time.Second)
+		wait := time.Until(deadline)
+		if d.gaveUp || wait < time.Second {
+			wait = 10 * time.Second
+		}
+		ctx, cancel := context.WithTimeout(d.ctx, min(wait, 10*time.Second))
+		conn, exp, err := nbdDial(ctx, d.addr)
+		cancel()
+		if err == nil {
+			if err = d.exp.sameAs(exp); err != nil {
+				conn.Close()
+			}
+		}
+		if err == nil {
+			if d.resume(conn, exp.structured) {
+				d.reconns.Add(1)
+				d.logf("tfsmount: %s: connected again after %v", d.addr.URI, time.Since(d.outage).Round(time.Millisecond))
+			}
+			return
+		}
+		if attempt&(attempt-1) == 0 { // the 1st, 2nd, 4th, 8th... failure
+			d.logf("tfsmount: %s: reconnect attempt %d: %v", d.addr.URI, attempt, err)
+		}
 	}
 }
 
+// sameAs reports whether the export a reconnect found is the one the
+// device was opened on: size, limits and the commands it takes.
+func (e nbdExport) sameAs(n nbdExport) error {
+	const kept = nbdTFlagReadOnly | nbdTFlagSendFlush | nbdTFlagSendFUA | nbdTFlagSendTrim | nbdTFlagSendZeros
+	if n.size != e.size || n.maxPayload != e.maxPayload || n.minBlock != e.minBlock || n.flags&kept != e.flags&kept {
+		return fmt.Errorf("the export changed (%d bytes, flags %#x, at most %d per request; was %d, %#x, %d)",
+			n.size, n.flags, n.maxPayload, e.size, e.flags, e.maxPayload)
+	}
+	return nil
+}
+
 // failAll fails every armed slot with EIO and makes new requests fail at
-// once until a reconnect succeeds.
+// once until a reconnect succeeds. REQUIRES: no reader running.
 func (d *nbdDev) failAll() {
 	d.wmu.Lock()
 	d.failed = true
@@ -490,146 +569,126 @@ func (d *nbdDev) failAll() {
 	}
 }
 
-// resume attaches conn and sends every armed slot again: reads, writes
-// and trims at once, flushes once those writes are done. It reports false
+// resume attaches conn and sends every armed slot again. It reports false
 // (and closes conn) if Close has begun.
-func (d *nbdDev) resume(conn net.Conn) bool {
+func (d *nbdDev) resume(conn net.Conn, structured bool) bool {
 	d.wmu.Lock()
+	defer d.wmu.Unlock()
 	if d.closing {
-		d.wmu.Unlock()
 		conn.Close()
 		return false
 	}
-	var flushes, others []*nbdSlot
+	var again []*nbdSlot
 	for i := range d.slots {
-		s := &d.slots[i]
-		if s.armed.Load() != 1 {
-			continue
-		}
-		s.left, s.errno = 0, 0
-		if s.cmd == nbdCmdFlush {
-			flushes = append(flushes, s)
-		} else {
-			others = append(others, s)
+		if s := &d.slots[i]; s.armed.Load() == 1 {
+			s.left, s.errno = 0, 0
+			again = append(again, s)
 		}
 	}
-	d.attach(conn)
-	for _, s := range others {
+	d.attach(conn, structured)
+	for _, s := range again {
 		d.write(s)
 	}
 	d.flushLocked()
-	d.wmu.Unlock()
-	if len(flushes) == 0 {
-		return true
-	}
-	// A slot seen free once is done: whatever arms it later is newer.
-	for _, s := range others {
-		for s.armed.Load() == 1 {
-			select {
-			case <-d.stop:
-				return true
-			case <-time.After(time.Millisecond):
-			}
-			d.wmu.Lock()
-			up := d.up
-			d.wmu.Unlock()
-			if !up {
-				return true // lost again: the next reconnect sends the flushes
-			}
-		}
-	}
-	d.wmu.Lock()
-	if d.up {
-		for _, s := range flushes {
-			d.write(s)
-		}
-		d.flushLocked()
-	}
-	d.wmu.Unlock()
 	return true
 }
 
 // Close waits for every request in flight, says goodbye to the server and
 // closes the connection.
 func (d *nbdDev) Close() error {
-	d.life.Lock()
-	if d.closed {
+	d.closeOnce.Do(func() {
+		d.life.Lock()
+		d.closed = true
 		d.life.Unlock()
-		return nil
-	}
-	d.closed = true
-	d.life.Unlock()
-	for range d.slots {
-		<-d.free
-	}
-	d.wmu.Lock()
-	d.closing = true
-	if d.up {
-		var h [28]byte
-		binary.BigEndian.PutUint32(h[0:], nbdReqMagic)
-		binary.BigEndian.PutUint16(h[6:], nbdCmdDisc)
-		d.w.Write(h[:])
-		d.w.Flush()
-	}
-	d.up = false
-	d.conn.Close()
-	line := d.line
-	d.wmu.Unlock()
-	close(d.stop)
-	<-d.supDone
-	<-line.Done()
+		d.emulated.Wait()
+		for range d.slots {
+			<-d.free
+		}
+		d.wmu.Lock()
+		d.closing = true
+		if d.up {
+			var h [28]byte
+			binary.BigEndian.PutUint32(h[0:], nbdReqMagic)
+			binary.BigEndian.PutUint16(h[6:], nbdCmdDisc)
+			d.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			d.w.Write(h[:])
+			d.w.Flush()
+		}
+		d.up = false
+		d.conn.Close()
+		line := d.line
+		d.wmu.Unlock()
+		d.cancel()
+		<-d.supDone
+		<-line.Done()
+	})
 	return nil
 }
 
 // nbdReader is the interrupt source of one connection: Wait reads the
 // next reply header, Handle consumes the reply.
 type nbdReader struct {
-	dev *nbdDev
-	r   *bufio.Reader
-	hdr [32]byte
-	// scratch takes payload bytes nobody wants (error messages, replies to
-	// stale handles) without allocating.
+	dev        *nbdDev
+	conn       net.Conn
+	r          *bufio.Reader
+	structured bool // this connection agreed to structured replies
+	hdr        [32]byte
+	// scratch takes payload bytes nobody wants (error messages) without
+	// allocating.
 	scratch [4096]byte
-	err     error // why the line stopped, when it was a protocol error
+	// err: why the connection must end, found by Handle; the next Wait,
+	// outside interrupt context, closes it and tells the supervisor.
+	err error
 }
 
-// Wait blocks until a reply header has arrived. When the connection ends
-// it tells the supervisor, and the line stops.
+// Wait blocks until a reply header has arrived. When the connection ends,
+// or Handle found it must, it closes the connection (a writer blocked in
+// it gives up) and tells the supervisor, and the line stops.
 func (s *nbdReader) Wait() error {
-	_, err := io.ReadFull(s.r, s.hdr[:4])
+	err := s.err
 	if err == nil {
-		n := 16
-		if binary.BigEndian.Uint32(s.hdr[:4]) == nbdStructMagic {
-			n = 20
+		if _, err = io.ReadFull(s.r, s.hdr[:4]); err == nil {
+			n := 16
+			if binary.BigEndian.Uint32(s.hdr[:4]) == nbdStructMagic {
+				n = 20
+			}
+			_, err = io.ReadFull(s.r, s.hdr[4:n])
 		}
-		_, err = io.ReadFull(s.r, s.hdr[4:n])
+		if err != nil {
+			s.err = err
+		}
 	}
 	if err != nil {
+		s.conn.Close()
 		s.dev.signalBroken()
 	}
 	return err
 }
 
-// Handle consumes one reply. A reply the protocol does not allow ends the
-// connection, which the supervisor then replaces.
+// Handle consumes one reply. A reply the protocol forbids fails the part
+// it names (sending it again would only repeat it) and ends the
+// connection; a server shutting down ends it too, and what it refused is
+// sent again on the next one.
 func (s *nbdReader) Handle() (int, bool) {
+	var bad *nbdSlot
 	var err error
 	if binary.BigEndian.Uint32(s.hdr[:4]) == nbdStructMagic {
-		err = s.structured()
+		bad, err = s.structuredReply()
 	} else {
-		err = s.simple()
+		bad, err = s.simpleReply()
 	}
 	if err != nil {
+		if bad != nil {
+			s.dev.finish(bad, int32(unix.EIO))
+		}
 		s.err = err
-		s.dev.logf("tfsmount: %s: %v", s.dev.addr.URI, err)
-		s.dev.signalBroken()
-		return 1, true
+		return 1, false
 	}
+	s.dev.progress.Store(true)
 	return 1, false
 }
 
-// signalBroken asks the supervisor to replace the connection; it may run
-// in interrupt context, so it takes no lock: closing is left to reconnect.
+// signalBroken asks the supervisor to replace the connection.
 func (d *nbdDev) signalBroken() {
 	select {
 	case d.broken <- struct{}{}:
@@ -637,7 +696,12 @@ func (d *nbdDev) signalBroken() {
 	}
 }
 
-var errNBDProtocol = errors.New("NBD protocol violation")
+var (
+	errNBDProtocol = errors.New("NBD protocol violation")
+	// errNBDShutdown: the server answered ESHUTDOWN, which the protocol
+	// says a client must take as the end of the connection.
+	errNBDShutdown = errors.New("the server is shutting down")
+)
 
 // slotFor finds the armed slot a reply's handle names.
 func (s *nbdReader) slotFor(handle uint64) *nbdSlot {
@@ -652,37 +716,41 @@ func (s *nbdReader) slotFor(handle uint64) *nbdSlot {
 	return sl
 }
 
-func (s *nbdReader) simple() error {
+func (s *nbdReader) simpleReply() (*nbdSlot, error) {
 	if m := binary.BigEndian.Uint32(s.hdr[:4]); m != nbdSimpleMagic {
-		return fmt.Errorf("%w: reply magic %#x", errNBDProtocol, m)
+		return nil, fmt.Errorf("%w: reply magic %#x", errNBDProtocol, m)
 	}
 	errno := nbdErrno(binary.BigEndian.Uint32(s.hdr[4:]))
-	sl := s.slotFor(binary.BigEndian.Uint64(s.hdr[8:]))
+	handle := binary.BigEndian.Uint64(s.hdr[8:])
+	sl := s.slotFor(handle)
 	if sl == nil {
-		return fmt.Errorf("%w: reply to handle %#x, which is not in flight", errNBDProtocol, binary.BigEndian.Uint64(s.hdr[8:]))
+		return nil, fmt.Errorf("%w: reply to handle %#x, which is not in flight", errNBDProtocol, handle)
+	}
+	if errno == int32(unix.ESHUTDOWN) {
+		return nil, errNBDShutdown
 	}
 	if sl.cmd == nbdCmdRead && errno == 0 {
-		if s.dev.exp.structured {
-			return fmt.Errorf("%w: simple reply to a read after structured replies were agreed", errNBDProtocol)
+		if s.structured {
+			return sl, fmt.Errorf("%w: simple reply to a read after structured replies were agreed", errNBDProtocol)
 		}
 		for _, b := range sl.bufs {
 			if _, err := io.ReadFull(s.r, b); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
 	s.dev.finish(sl, errno)
-	return nil
+	return nil, nil
 }
 
-func (s *nbdReader) structured() error {
+func (s *nbdReader) structuredReply() (*nbdSlot, error) {
 	flags := binary.BigEndian.Uint16(s.hdr[4:])
 	typ := binary.BigEndian.Uint16(s.hdr[6:])
 	handle := binary.BigEndian.Uint64(s.hdr[8:])
 	n := binary.BigEndian.Uint32(s.hdr[16:])
 	sl := s.slotFor(handle)
 	if sl == nil {
-		return fmt.Errorf("%w: reply to handle %#x, which is not in flight", errNBDProtocol, handle)
+		return nil, fmt.Errorf("%w: reply to handle %#x, which is not in flight", errNBDProtocol, handle)
 	}
 	if sl.cmd == nbdCmdRead && sl.left == 0 && sl.errno == 0 {
 		sl.left = sl.n + 1 // one more than due: set on the first chunk
@@ -690,71 +758,78 @@ func (s *nbdReader) structured() error {
 	switch typ {
 	case nbdReplyTypeNone:
 		if n != 0 {
-			return fmt.Errorf("%w: NONE chunk with %d bytes", errNBDProtocol, n)
+			return sl, fmt.Errorf("%w: NONE chunk with %d bytes", errNBDProtocol, n)
 		}
 	case nbdReplyTypeOffsetData, nbdReplyTypeOffsetHole:
 		if sl.cmd != nbdCmdRead || n < 8 {
-			return fmt.Errorf("%w: data chunk of %d bytes for command %d", errNBDProtocol, n, sl.cmd)
+			return sl, fmt.Errorf("%w: data chunk of %d bytes for command %d", errNBDProtocol, n, sl.cmd)
 		}
 		if _, err := io.ReadFull(s.r, s.hdr[20:28]); err != nil {
-			return err
+			return nil, err
 		}
 		off := int64(binary.BigEndian.Uint64(s.hdr[20:])) - sl.off
 		var size int64
 		if typ == nbdReplyTypeOffsetHole {
 			if n != 12 {
-				return fmt.Errorf("%w: hole chunk of %d bytes", errNBDProtocol, n)
+				return sl, fmt.Errorf("%w: hole chunk of %d bytes", errNBDProtocol, n)
 			}
 			if _, err := io.ReadFull(s.r, s.hdr[28:32]); err != nil {
-				return err
+				return nil, err
 			}
 			size = int64(binary.BigEndian.Uint32(s.hdr[28:]))
 		} else {
 			size = int64(n) - 8
 		}
+		// Chunks may come in any order; their sizes must add up to the
+		// read, each inside it. (Overlapping chunks that add up are not
+		// caught: that would take a map of the read.)
 		if off < 0 || size > int64(sl.n)-off || uint32(size) >= sl.left {
-			return fmt.Errorf("%w: chunk [%d,+%d) outside the %d-byte read", errNBDProtocol, off, size, sl.n)
+			return sl, fmt.Errorf("%w: chunk [%d,+%d) outside the %d-byte read", errNBDProtocol, off, size, sl.n)
 		}
 		if err := s.fill(sl.bufs, off, size, typ == nbdReplyTypeOffsetData); err != nil {
-			return err
+			return nil, err
 		}
 		sl.left -= uint32(size)
 	case nbdReplyTypeError, nbdReplyTypeErrorOffset:
 		if n < 6 {
-			return fmt.Errorf("%w: error chunk of %d bytes", errNBDProtocol, n)
+			return sl, fmt.Errorf("%w: error chunk of %d bytes", errNBDProtocol, n)
 		}
 		if _, err := io.ReadFull(s.r, s.hdr[20:26]); err != nil {
-			return err
+			return nil, err
+		}
+		errno := nbdErrno(binary.BigEndian.Uint32(s.hdr[20:]))
+		if errno == int32(unix.ESHUTDOWN) {
+			return nil, errNBDShutdown
 		}
 		if sl.errno == 0 {
-			sl.errno = nbdErrno(binary.BigEndian.Uint32(s.hdr[20:]))
+			sl.errno = errno
 			if sl.errno == 0 {
 				sl.errno = int32(unix.EIO)
 			}
 		}
 		if err := s.discard(int64(n) - 6); err != nil {
-			return err
+			return nil, err
 		}
 	default:
 		if typ&nbdReplyTypeErrorBit == 0 {
-			return fmt.Errorf("%w: unknown reply chunk type %d", errNBDProtocol, typ)
+			return sl, fmt.Errorf("%w: unknown reply chunk type %d", errNBDProtocol, typ)
 		}
 		if sl.errno == 0 {
 			sl.errno = int32(unix.EIO)
 		}
 		if err := s.discard(int64(n)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if flags&nbdReplyFlagDone == 0 {
-		return nil
+		return nil, nil
 	}
 	errno := sl.errno
 	if errno == 0 && sl.cmd == nbdCmdRead && sl.left != 1 {
-		return fmt.Errorf("%w: read of %d bytes done with %d bytes missing", errNBDProtocol, sl.n, sl.left-1)
+		return sl, fmt.Errorf("%w: read of %d bytes done with %d bytes missing", errNBDProtocol, sl.n, sl.left-1)
 	}
 	s.dev.finish(sl, errno)
-	return nil
+	return nil, nil
 }
 
 // fill reads size bytes at off of a read's buffers from the socket, or

@@ -12,7 +12,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The NBD protocol's numbers (the NBD project's proto.md): the fixed
@@ -100,7 +104,22 @@ var (
 
 // nbdDial connects to a and runs the handshake to the transmission phase.
 func nbdDial(ctx context.Context, a *NBDAddress) (net.Conn, nbdExport, error) {
-	var d net.Dialer
+	d := net.Dialer{
+		// A peer that vanishes without a word (a cut cable, a crashed
+		// host) is noticed within about half a minute, idle or not, so
+		// that the reconnect can begin.
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 3},
+		Control: func(network, _ string, c syscall.RawConn) error {
+			if !strings.HasPrefix(network, "tcp") {
+				return nil
+			}
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 30000)
+			})
+			return errors.Join(err, serr)
+		},
+	}
 	conn, err := d.DialContext(ctx, a.Network, a.Addr)
 	if err != nil {
 		return nil, nbdExport{}, fmt.Errorf("connect to %s: %w", a.URI, err)
