@@ -15,6 +15,7 @@ package blockdev
 import (
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/tfsmount/tfsmount/bh"
 )
@@ -89,6 +90,13 @@ func (r *Request) Len() int64 {
 	}
 	return n
 }
+
+// ErrWritesLost is the error of a flush that cannot make durable what it
+// should: writes the device had completed are gone without a trace (an NBD
+// server that lost its write cache while the connection was down). It is an
+// EIO, and more: whatever was written since the last good flush may be
+// missing, so a filesystem must not go on as if it were there.
+var ErrWritesLost = fmt.Errorf("the device lost completed writes before they were flushed: %w", syscall.EIO)
 
 // Device is an asynchronous block device.
 type Device interface {

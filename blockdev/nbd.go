@@ -35,7 +35,8 @@ import (
 // had completed when it was sent. Writes that completed on the lost
 // connection and were not flushed there may be gone with the server's
 // cache, and the client no longer has their data: the first flush to
-// complete after such a loss reports EIO, so that no fsync claims them.
+// complete after such a loss reports ErrWritesLost, so that no fsync
+// claims them and the filesystem stops before it builds on them.
 // Past the timeout, requests fail with EIO until the server is back.
 //
 // Invariants: a slot is owned by exactly one of the free list, a submitter
@@ -427,7 +428,7 @@ func (d *nbdDev) finish(s *nbdSlot, errno int32) {
 			for f := d.flushed.Load(); f < s.covers && !d.flushed.CompareAndSwap(f, s.covers); f = d.flushed.Load() {
 			}
 			if d.lost.CompareAndSwap(true, false) {
-				errno = int32(unix.EIO) // writes this flush must cover were lost with a connection
+				errno = failLost // writes this flush must cover were lost with a connection
 			}
 		}
 	}

@@ -360,8 +360,8 @@ func TestNBDLostUnflushedWritesFailTheNextFlush(t *testing.T) {
 	if err := WriteAt(d, make([]byte, 4096), 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := Flush(d); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("flush after losing an unflushed write: %v, want EIO", err)
+	if err := Flush(d); !errors.Is(err, ErrWritesLost) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("flush after losing an unflushed write: %v, want ErrWritesLost (an EIO)", err)
 	}
 	if err := Flush(d); err != nil {
 		t.Fatalf("the flush after that: %v", err)

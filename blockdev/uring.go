@@ -70,6 +70,7 @@ const wakeUserData = ^uint64(0)
 const (
 	failEOF    = -1 // a read or write moved nothing inside the device
 	failClosed = -2 // submitted after Close
+	failLost   = -3 // a flush that cannot cover writes the device lost (ErrWritesLost)
 )
 
 // slot is the preallocated state of one SQE in flight. It is the bh.Item
@@ -527,6 +528,8 @@ func (rd *requestDone) RunBH() {
 	switch code := atomic.LoadInt32(&r.fail); {
 	case code == failEOF:
 		err = r.owner.opError(r.Op, r.Off, io.ErrUnexpectedEOF)
+	case code == failLost:
+		err = r.owner.opError(r.Op, r.Off, ErrWritesLost)
 	case code > 0:
 		err = r.owner.opError(r.Op, r.Off, unix.Errno(code))
 	}

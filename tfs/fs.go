@@ -58,10 +58,17 @@ type FS struct {
 	orphans     int
 	orphanFreed chan struct{}
 	closed      atomic.Bool // set once, under mu; checkWritable reads it without
-	delay       time.Duration
-	stop        chan struct{}
-	stopped     chan struct{}
-	kick        chan struct{} // asks the flusher to write now
+	// lostWrites: the device lost writes it had completed (an NBD server
+	// that lost its cache with the connection). What the log would record
+	// next may point at data that is gone, so nothing more is written: the
+	// volume stays as of its last good flush, a state a power cut could
+	// have left, which mounts clean. Every change fails with this error.
+	lostWrites atomic.Pointer[error]
+	logf       func(format string, args ...any) // Options.Logf; nil: not logged
+	delay      time.Duration
+	stop       chan struct{}
+	stopped    chan struct{}
+	kick       chan struct{} // asks the flusher to write now
 	// freeing holds block ranges freed by staged records: they return to
 	// the allocator once those records are durable (freeAfterCommit);
 	// freeingBlocks counts them, and statfs shows them as free.
@@ -162,6 +169,7 @@ func (fs *FS) buildModel(rootT *format.Tuple) []problem {
 // start checks the model and, for a writable mount, prepares the writer,
 // the data cache and the flush timer.
 func (fs *FS) start(opts Options, problems []problem) error {
+	fs.logf = opts.Logf
 	if fs.q == nil {
 		fs.q = bh.NewQueue(2)
 		fs.ownQueue = true
@@ -429,8 +437,26 @@ func (fs *FS) checkWritable() error {
 	if fs.ro {
 		return errnoErr("read-only mount", syscall.EROFS)
 	}
+	if err := fs.lostWrites.Load(); err != nil {
+		return *err
+	}
 	if fs.closed.Load() {
 		return errnoErr("filesystem closed", syscall.EIO)
 	}
 	return nil
+}
+
+// noteLostWrites takes the mount out of writing when err says the device
+// lost completed writes (see FS.lostWrites), and returns err.
+func (fs *FS) noteLostWrites(err error) error {
+	if err == nil || !errors.Is(err, blockdev.ErrWritesLost) {
+		return err
+	}
+	stop := errnoErr("the device lost writes it had acknowledged before they were flushed "+
+		"(an NBD server restarted without saving its cache?); nothing more is written: "+
+		"unmount, and mount again to see the volume as of its last good flush", syscall.EIO)
+	if fs.lostWrites.CompareAndSwap(nil, &stop) && fs.logf != nil {
+		fs.logf("tfsmount: %v", stop)
+	}
+	return err
 }

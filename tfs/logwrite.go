@@ -274,6 +274,13 @@ func (fs *FS) writeBatch(b logBatch, dataFirst bool) error {
 // at any moment leaves publish's old content (and whatever rest reached,
 // which nothing reads) or all of it durable.
 func (fs *FS) commitBlocks(rest []blockdev.Write, publish blockdev.Write, dataFirst bool) error {
+	if err := fs.lostWrites.Load(); err != nil {
+		return *err
+	}
+	return fs.noteLostWrites(fs.commitBlocksOnce(rest, publish, dataFirst))
+}
+
+func (fs *FS) commitBlocksOnce(rest []blockdev.Write, publish blockdev.Write, dataFirst bool) error {
 	if err := blockdev.WriteMany(fs.dev, rest); err != nil {
 		return fmt.Errorf("write the log: %w", err)
 	}
@@ -448,7 +455,7 @@ func (fs *FS) writeLog(full bool, derr error, stage func() error) error {
 	if werr == nil && !b.empty() {
 		werr = fs.writeBatch(b, full)
 	} else if full {
-		ferr = blockdev.Flush(fs.dev)
+		ferr = fs.noteLostWrites(blockdev.Flush(fs.dev))
 	}
 	durable := werr == nil && ferr == nil
 	if durable && len(freed) > 0 {
