@@ -167,7 +167,7 @@ func (d *nbdDev) attach(conn net.Conn, structured bool) {
 	d.wdone.Store(0)
 	d.flushed.Store(0)
 	d.progress.Store(false)
-	d.line = irq.Start("nbd "+d.addr.URI, d.src)
+	d.line = irq.StartPolled("nbd "+d.addr.URI, d.src)
 	d.up, d.failed = true, false
 }
 

@@ -36,19 +36,32 @@ type Stats struct {
 	Events  uint64 // events handled
 }
 
-// Start starts a line serving src.
+// Start starts a line serving src, whose Wait blocks its thread in the
+// kernel (io_uring_enter).
 func Start(name string, src Source) *Line {
 	l := &Line{name: name, src: src, done: make(chan struct{})}
-	go l.run()
+	go l.run(true)
 	return l
 }
 
-func (l *Line) run() {
+// StartPolled starts a line serving src, whose Wait waits in Go's network
+// poller (a socket): the same rules for Handle, but the line's goroutine
+// is not locked to a thread, since a locked goroutine that parks in the
+// poller costs a hand-off between threads at every wake-up.
+func StartPolled(name string, src Source) *Line {
+	l := &Line{name: name, src: src, done: make(chan struct{})}
+	go l.run(false)
+	return l
+}
+
+func (l *Line) run(locked bool) {
 	// The thread blocks in the kernel for events; locking it keeps the
 	// wait and the handler on one thread, as an interrupt would be, and
 	// keeps other goroutines off a thread that spends its life blocked.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if locked {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	defer close(l.done)
 	for {
 		if err := l.src.Wait(); err != nil {

@@ -91,3 +91,36 @@ func TestLineStopsWithWaitError(t *testing.T) {
 		t.Fatalf("Name = %q", l.Name())
 	}
 }
+
+// A polled line (a socket source) handles events and stops like a locked
+// one.
+func TestPolledLineHandlesAndStops(t *testing.T) {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	src := &eventfdSource{fd: fd, tids: make(chan int, 100), stopAt: 3}
+	l := StartPolled("polled", src)
+	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+	for i := 0; i < 3; i++ {
+		if _, err := unix.Write(fd, one); err != nil {
+			t.Fatal(err)
+		}
+		for len(src.tids) < 2*(i+1) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	select {
+	case <-l.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("polled line did not stop")
+	}
+	if st := l.Stats(); l.Err() != nil || st.Events != 3 {
+		t.Fatalf("err %v, stats %+v", l.Err(), st)
+	}
+	gone := errors.New("gone")
+	if err := StartPolled("failing", failingSource{gone}).Err(); err != gone {
+		t.Fatalf("Err = %v, want %v", err, gone)
+	}
+}
