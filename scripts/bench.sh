@@ -233,9 +233,10 @@ fio_matrix() {
 }
 
 # ------------------------------------------------------------------ NBD
-# The same volume mounted from its image file and through qemu-nbd on
-# 127.0.0.1 (raw format, O_DIRECT with native AIO, as the file backend
-# does), rounds interleaved: what the network round trip costs. Jobs run
+# The same volume mounted from its image file, through qemu-nbd and through
+# nbdkit's file plugin on 127.0.0.1 (raw, O_DIRECT, as the file backend
+# does), rounds interleaved: what the network round trip costs. qemu-nbd
+# serves a connection from one thread; nbdkit from several. Jobs run
 # on a 1 GiB file in the mount: sequential 1 MiB write and cold read, and
 # O_DIRECT 4 KiB random reads at 1 and 32 in flight.
 NBDRES=$WORK/nbd.tsv
@@ -258,14 +259,23 @@ nbd_bench() {
 	"$TFS" mkfs --size 2G "$img" >/dev/null
 	declare -A fig=()
 	for round in $(seq "${BENCH_NBD_ROUNDS:-2}"); do
-		for target in file nbd; do
+		for target in file nbd nbdkit; do
 			local src=$img
-			if [ $target = nbd ]; then
+			case $target in
+			nbd)
 				qemu-nbd --persistent --shared=4 --cache=none --aio=native -f raw -x vol -b 127.0.0.1 -p "$port" "$img" &
 				qpid=$!
 				sleep 1
 				src=nbd://127.0.0.1:$port/vol
-			fi
+				;;
+			nbdkit)
+				command -v nbdkit >/dev/null || continue
+				nbdkit -f -i 127.0.0.1 -p "$port" file file="$img" cache=none &
+				qpid=$!
+				sleep 1
+				src=nbd://127.0.0.1:$port/
+				;;
+			esac
 			log "nbd: round $round, $target"
 			start_tfs "$src" "$tm"
 			sync
@@ -284,15 +294,17 @@ nbd_bench() {
 			fig[$target.qd32w.$round]=$v
 			rm -f "$tm/nbd.dat" # the next target writes a new file too
 			stop_mount "$tm"
-			if [ $target = nbd ]; then kill "$qpid"; wait "$qpid" 2>/dev/null || true; fi
+			if [ $target != file ]; then kill "$qpid"; wait "$qpid" 2>/dev/null || true; fi
 		done
 	done
 	"$TFS" fsck "$img" >"$WORK/fsck-nbd.txt" 2>&1 || log "fsck after nbd not clean: $(head -5 "$WORK/fsck-nbd.txt")"
 	for m in "seqwrite|seq write 1M (MB/s)" "seqread|seq read 1M cold (MB/s)" "qd1|rand read 4K O_DIRECT qd1 (IOPS)" \
 		"qd1lat|  mean latency qd1 (µs)" "qd32|rand read 4K O_DIRECT qd32 (IOPS)" "qd32w|rand write 4K O_DIRECT qd32 (IOPS)"; do
-		local k=${m%%|*} name=${m#*|} fv=() nv=()
-		for round in $(seq "${BENCH_NBD_ROUNDS:-2}"); do fv+=("${fig[file.$k.$round]}"); nv+=("${fig[nbd.$k.$round]}"); done
-		printf '%s\t%s\t%s\n' "$name" "$(median "${fv[@]}")" "$(median "${nv[@]}")" >>"$NBDRES"
+		local k=${m%%|*} name=${m#*|} fv=() nv=() kv=()
+		for round in $(seq "${BENCH_NBD_ROUNDS:-2}"); do
+			fv+=("${fig[file.$k.$round]}") nv+=("${fig[nbd.$k.$round]}") kv+=("${fig[nbdkit.$k.$round]:-nan}")
+		done
+		printf '%s\t%s\t%s\t%s\n' "$name" "$(median "${fv[@]}")" "$(median "${nv[@]}")" "$(median "${kv[@]}")" >>"$NBDRES"
 	done
 	rm -f "$img"
 }
@@ -719,19 +731,20 @@ PY
 	fi
 	if [ -s "${NBDRES:-}" ]; then
 		echo
-		echo "NBD: one volume from its image file and through qemu-nbd on 127.0.0.1 (median of ${BENCH_NBD_ROUNDS:-2} interleaved rounds)"
+		echo "NBD: one volume from its image file, and through qemu-nbd and nbdkit on 127.0.0.1 (median of ${BENCH_NBD_ROUNDS:-2} interleaved rounds)"
 		python3 - "$NBDRES" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-print("%-38s %12s %12s %10s" % ("test", "file", "NBD", "NBD/file"))
+print("%-38s %10s %10s %10s %10s %10s" % ("test", "file", "qemu-nbd", "nbdkit", "qemu/file", "kit/file"))
 lat = {}
-for name, f, n in rows:
-    f, n = float(f), float(n)
-    print("%-38s %12.1f %12.1f %10.2f" % (name, f, n, n / f if f else float("nan")))
+for name, f, n, k in rows:
+    f, n, k = float(f), float(n), float(k)
+    r = lambda a: "%.2f" % (a / f) if f and a == a else "-"
+    print("%-38s %10.1f %10.1f %10.1f %10s %10s" % (name, f, n, k, r(n), r(k)))
     if "latency" in name:
-        lat = (f, n)
+        lat = (f, n, k)
 if lat:
-    print("the NBD round trip adds %.0f µs to each 4 KiB read at queue depth 1" % (lat[1] - lat[0]))
+    print("the NBD round trip adds %.0f µs (qemu-nbd), %.0f µs (nbdkit) to each 4 KiB read at queue depth 1" % (lat[1] - lat[0], lat[2] - lat[0]))
 PY
 	fi
 	if [ -s "${TREERES:-}" ]; then
