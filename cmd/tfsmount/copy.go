@@ -128,13 +128,17 @@ func copyXattrsIn(fsys *tfs.FS, src string, n *tfs.Node) error {
 			return fmt.Errorf("read extended attribute %s of %s: %w", name, src, err)
 		}
 		if err := fsys.SetXattr(n, name, v, 0); err != nil {
-			return fmt.Errorf("set extended attribute %s from %s: %w", name, src, err)
+			// As cp -a: an attribute that cannot be kept is reported,
+			// and the copy goes on.
+			fmt.Fprintf(os.Stderr, "tfsmount: %s: extended attribute %s not kept: %v\n", src, name, err)
 		}
 	}
 	return nil
 }
 
-// copyXattrsOut sets the extended attributes of n on the host file f.
+// copyXattrsOut sets the extended attributes of n on the host file f. One
+// the host cannot take (a value too large for its filesystem, a namespace
+// it refuses) is reported and skipped, as cp -a does.
 func copyXattrsOut(fsys *tfs.FS, n *tfs.Node, f *os.File) error {
 	names, err := fsys.ListXattr(n)
 	if err != nil {
@@ -146,7 +150,7 @@ func copyXattrsOut(fsys *tfs.FS, n *tfs.Node, f *os.File) error {
 			return fmt.Errorf("read extended attribute %s: %w", name, err)
 		}
 		if err := xattr.FSet(f, name, v); err != nil {
-			return fmt.Errorf("set extended attribute %s on %s: %w", name, f.Name(), err)
+			fmt.Fprintf(os.Stderr, "tfsmount: %s: extended attribute %s not kept: %v\n", f.Name(), name, err)
 		}
 	}
 	return nil
