@@ -234,14 +234,17 @@ func TestNBDProtocolViolationFailsThePart(t *testing.T) {
 		if err != nil {
 			return
 		}
-		var rep [16]byte
-		binary.BigEndian.PutUint32(rep[0:], nbdSimpleMagic)
+		// A structured chunk of a type the protocol does not define (and
+		// without the error bit), for the read's handle.
+		var rep [20]byte
+		binary.BigEndian.PutUint32(rep[0:], nbdStructMagic)
+		binary.BigEndian.PutUint16(rep[4:], nbdReplyFlagDone)
+		binary.BigEndian.PutUint16(rep[6:], 99)
 		binary.BigEndian.PutUint64(rep[8:], r.handle)
-		c.Write(rep[:]) // a simple reply to a read under structured replies? no: see below
+		c.Write(rep[:])
 		io.Copy(io.Discard, c)
 	})
 	d := openFake(t, f, 30*time.Second)
-	d.src.structured = true // this fake agreed to nothing, but the reader is told it did
 	done := make(chan error, 1)
 	d.Submit(&Request{Op: OpRead, Bufs: [][]byte{make([]byte, 4096)}, Done: func(_ int64, err error) { done <- err }})
 	if err := waitDone(t, done, 1, 5*time.Second)[0]; !errors.Is(err, syscall.EIO) {
