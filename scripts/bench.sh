@@ -238,7 +238,8 @@ fio_matrix() {
 # does), rounds interleaved: what the network round trip costs. qemu-nbd
 # serves a connection from one thread; nbdkit from several. Jobs run
 # on a 1 GiB file in the mount: sequential 1 MiB write and cold read, and
-# O_DIRECT 4 KiB random reads at 1 and 32 in flight.
+# O_DIRECT 1 MiB sequential and 4 KiB random I/O at 32 in flight, and
+# 4 KiB random reads at 1.
 NBDRES=$WORK/nbd.tsv
 nbd_job() { # FILE NAME FIO-OPTIONS... -> MB/s (seq) or IOPS (rand), and mean latency µs
 	local f=$1 name=$2
@@ -286,6 +287,10 @@ nbd_bench() {
 			start_tfs "$src" "$tm"
 			read -r v l < <(nbd_job "$tm/nbd.dat" seqread --rw=read --bs=1M)
 			fig[$target.seqread.$round]=$v
+			read -r v l < <(nbd_job "$tm/nbd.dat" seqread32 --rw=read --bs=1M --direct=1 --ioengine=io_uring --iodepth=32)
+			fig[$target.seqread32.$round]=$v
+			read -r v l < <(nbd_job "$tm/nbd.dat" seqwrite32 --rw=write --bs=1M --direct=1 --ioengine=io_uring --iodepth=32 --end_fsync=1)
+			fig[$target.seqwrite32.$round]=$v
 			read -r v l < <(nbd_job "$tm/nbd.dat" qd1 --rw=randread --bs=4k --direct=1 --ioengine=psync --time_based --runtime="$RUNTIME")
 			fig[$target.qd1.$round]=$v fig[$target.qd1lat.$round]=$l
 			read -r v l < <(nbd_job "$tm/nbd.dat" qd32 --rw=randread --bs=4k --direct=1 --ioengine=io_uring --iodepth=32 --time_based --runtime="$RUNTIME")
@@ -298,7 +303,8 @@ nbd_bench() {
 		done
 	done
 	"$TFS" fsck "$img" >"$WORK/fsck-nbd.txt" 2>&1 || log "fsck after nbd not clean: $(head -5 "$WORK/fsck-nbd.txt")"
-	for m in "seqwrite|seq write 1M (MB/s)" "seqread|seq read 1M cold (MB/s)" "qd1|rand read 4K O_DIRECT qd1 (IOPS)" \
+	for m in "seqwrite|seq write 1M (MB/s)" "seqread|seq read 1M cold (MB/s)" \
+		"seqwrite32|seq write 1M O_DIRECT qd32 (MB/s)" "seqread32|seq read 1M O_DIRECT qd32 (MB/s)" "qd1|rand read 4K O_DIRECT qd1 (IOPS)" \
 		"qd1lat|  mean latency qd1 (µs)" "qd32|rand read 4K O_DIRECT qd32 (IOPS)" "qd32w|rand write 4K O_DIRECT qd32 (IOPS)"; do
 		local k=${m%%|*} name=${m#*|} fv=() nv=() kv=()
 		for round in $(seq "${BENCH_NBD_ROUNDS:-2}"); do
