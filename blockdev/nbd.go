@@ -3,6 +3,7 @@ package blockdev
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -57,9 +58,11 @@ type nbdDev struct {
 	slots []nbdSlot
 	free  chan uint32
 
-	wmu     sync.Mutex // guards the fields below, and writes to conn
-	conn    net.Conn
-	w       *bufio.Writer
+	wmu  sync.Mutex // guards the fields below, and writes to conn
+	conn net.Conn
+	// tlsOut batches what goes out over TLS into records; a plain socket
+	// takes each batch with one writev straight from the caller's buffers.
+	tlsOut  *bufio.Writer
 	up      bool // conn is usable: submitters send
 	failed  bool // the outage outlasted the timeout: requests fail at once
 	closing bool // Close has begun: no more reconnects
@@ -111,6 +114,7 @@ type nbdSlot struct {
 	// covers: for a flush, the connection's completed writes when it was
 	// sent (see nbdDev.wdone).
 	covers uint64
+	hdr    [28]byte // the request header, while it is being sent (under wmu)
 	// Reader state for a structured read: one more than the bytes still
 	// due (0: no chunk yet), and the first error chunk's errno.
 	left  uint32
@@ -162,7 +166,10 @@ func openNBD(a *NBDAddress, opts OpenOptions) (*nbdDev, error) {
 // REQUIRES: wmu, and no reader running.
 func (d *nbdDev) attach(conn net.Conn, structured bool) {
 	d.conn = conn
-	d.w = bufio.NewWriterSize(conn, 256<<10)
+	d.tlsOut = nil
+	if _, ok := conn.(*tls.Conn); ok {
+		d.tlsOut = bufio.NewWriterSize(conn, 256<<10)
+	}
 	d.src = &nbdReader{dev: d, conn: conn, r: bufio.NewReaderSize(conn, 256<<10), structured: structured}
 	d.wdone.Store(0)
 	d.flushed.Store(0)
@@ -376,38 +383,41 @@ func (d *nbdDev) send(parts []*nbdSlot) {
 		s.armed.Store(1)
 	}
 	if d.up {
-		for _, s := range parts {
-			d.write(s)
-		}
-		d.flushLocked()
+		d.writeLocked(parts)
 	}
 	d.wmu.Unlock()
 }
 
-// write buffers one request. REQUIRES: wmu, d.up.
-func (d *nbdDev) write(s *nbdSlot) {
-	var h [28]byte
-	binary.BigEndian.PutUint32(h[0:], nbdReqMagic)
-	binary.BigEndian.PutUint16(h[4:], s.flags)
-	binary.BigEndian.PutUint16(h[6:], s.cmd)
-	binary.BigEndian.PutUint64(h[8:], s.handle())
-	binary.BigEndian.PutUint64(h[16:], uint64(s.off))
-	binary.BigEndian.PutUint32(h[24:], s.n)
-	if s.cmd == nbdCmdFlush {
-		s.covers = d.wdone.Load()
-	}
-	d.w.Write(h[:])
-	if s.cmd == nbdCmdWrite {
-		for _, b := range s.bufs {
-			d.w.Write(b)
+// writeLocked sends the requests of parts, headers and write payloads, in
+// one gathered write; a failure marks the connection lost. REQUIRES: wmu,
+// d.up.
+func (d *nbdDev) writeLocked(parts []*nbdSlot) {
+	out := make(net.Buffers, 0, 2*len(parts))
+	for _, s := range parts {
+		h := &s.hdr
+		binary.BigEndian.PutUint32(h[0:], nbdReqMagic)
+		binary.BigEndian.PutUint16(h[4:], s.flags)
+		binary.BigEndian.PutUint16(h[6:], s.cmd)
+		binary.BigEndian.PutUint64(h[8:], s.handle())
+		binary.BigEndian.PutUint64(h[16:], uint64(s.off))
+		binary.BigEndian.PutUint32(h[24:], s.n)
+		if s.cmd == nbdCmdFlush {
+			s.covers = d.wdone.Load()
+		}
+		out = append(out, h[:])
+		if s.cmd == nbdCmdWrite {
+			out = append(out, s.bufs...)
 		}
 	}
-}
-
-// flushLocked pushes what write buffered to the socket; a failure marks the
-// connection lost. REQUIRES: wmu.
-func (d *nbdDev) flushLocked() {
-	if err := d.w.Flush(); err != nil && d.up {
+	var err error
+	if d.tlsOut != nil {
+		if _, err = out.WriteTo(d.tlsOut); err == nil {
+			err = d.tlsOut.Flush()
+		}
+	} else {
+		_, err = out.WriteTo(d.conn)
+	}
+	if err != nil {
 		d.up = false
 		d.conn.Close() // the reader's Wait returns and tells the supervisor
 	}
@@ -587,10 +597,9 @@ func (d *nbdDev) resume(conn net.Conn, structured bool) bool {
 		}
 	}
 	d.attach(conn, structured)
-	for _, s := range again {
-		d.write(s)
+	if len(again) > 0 {
+		d.writeLocked(again)
 	}
-	d.flushLocked()
 	return true
 }
 
@@ -608,12 +617,8 @@ func (d *nbdDev) Close() error {
 		d.wmu.Lock()
 		d.closing = true
 		if d.up {
-			var h [28]byte
-			binary.BigEndian.PutUint32(h[0:], nbdReqMagic)
-			binary.BigEndian.PutUint16(h[6:], nbdCmdDisc)
 			d.conn.SetWriteDeadline(time.Now().Add(time.Second))
-			d.w.Write(h[:])
-			d.w.Flush()
+			d.writeLocked([]*nbdSlot{{cmd: nbdCmdDisc}})
 		}
 		d.up = false
 		d.conn.Close()
