@@ -159,6 +159,20 @@ func (f *fakeNBD) serve(c net.Conn) {
 	}
 }
 
+// newFakeNBDFirst is a fake whose first connection runs first, a script of
+// misbehaviour, and whose later connections are served correctly.
+func newFakeNBDFirst(t *testing.T, size uint64, first func(f *fakeNBD, c net.Conn)) *fakeNBD {
+	var f *fakeNBD
+	f = newFakeNBD(t, size, func(c net.Conn, idx int) {
+		if idx == 0 {
+			first(f, c)
+			return
+		}
+		f.serve(c)
+	})
+	return f
+}
+
 // reply writes a simple reply with errno to handle.
 func reply(c net.Conn, handle uint64, errno uint32, data []byte) {
 	var rep [16]byte
@@ -289,12 +303,7 @@ func TestNBDFlappingServerTimesOut(t *testing.T) {
 // closes the connection, the writer gives up, and everything completes on
 // the next connection.
 func TestNBDBlockedWriterAndBadReply(t *testing.T) {
-	var f *fakeNBD
-	f = newFakeNBD(t, 64<<20, func(c net.Conn, idx int) {
-		if idx > 0 {
-			f.serve(c)
-			return
-		}
+	f := newFakeNBDFirst(t, 64<<20, func(f *fakeNBD, c net.Conn) {
 		r, err := readReq(c)
 		if err != nil {
 			return
@@ -325,12 +334,7 @@ func TestNBDBlockedWriterAndBadReply(t *testing.T) {
 // ESHUTDOWN from a server on its way down ends the connection, and the
 // request is sent again to the next server rather than failed.
 func TestNBDShutdownReplyIsResent(t *testing.T) {
-	var f *fakeNBD
-	f = newFakeNBD(t, 1<<20, func(c net.Conn, idx int) {
-		if idx > 0 {
-			f.serve(c)
-			return
-		}
+	f := newFakeNBDFirst(t, 1<<20, func(_ *fakeNBD, c net.Conn) {
 		if r, err := readReq(c); err == nil {
 			reply(c, r.handle, uint32(syscall.ESHUTDOWN), nil)
 		}
@@ -348,12 +352,7 @@ func TestNBDShutdownReplyIsResent(t *testing.T) {
 // gone with the server's cache: the first flush after the reconnect says
 // so with EIO, and the next one succeeds.
 func TestNBDLostUnflushedWritesFailTheNextFlush(t *testing.T) {
-	var f *fakeNBD
-	f = newFakeNBD(t, 1<<20, func(c net.Conn, idx int) {
-		if idx > 0 {
-			f.serve(c)
-			return
-		}
+	f := newFakeNBDFirst(t, 1<<20, func(_ *fakeNBD, c net.Conn) {
 		if r, err := readReq(c); err == nil { // the write: done
 			reply(c, r.handle, 0, nil)
 		}
