@@ -541,7 +541,6 @@ func (d *nbdDev) reconnect() {
 		}
 		if err == nil {
 			if d.resume(conn, exp.structured) {
-				d.reconns.Add(1)
 				d.logf("tfsmount: %s: connected again after %v", d.addr.URI, time.Since(d.outage).Round(time.Millisecond))
 			}
 			return
@@ -596,6 +595,9 @@ func (d *nbdDev) resume(conn net.Conn, structured bool) bool {
 			again = append(again, s)
 		}
 	}
+	// Counted before anything is sent again, so that a caller woken by a
+	// resent request already sees the reconnect.
+	d.reconns.Add(1)
 	d.attach(conn, structured)
 	if len(again) > 0 {
 		d.writeLocked(again)
