@@ -5,8 +5,8 @@
 // and a slice of another device (a partition).
 //
 // Files: device.go (the contract), open.go and file.go (opening images:
-// locking, geometry, O_DIRECT choice), uring.go and uring_sys.go (the
-// io_uring backend and its ABI), fixed.go (page-heap slabs as registered
+// locking, geometry, O_DIRECT choice), uring.go (the io_uring
+// backend; the ring and its ABI are in package blockdev/uring), fixed.go (page-heap slabs as registered
 // buffers), sync.go (the thread-pool backend), memory.go, faulty.go and
 // crash.go (fault injection and crash images), slice.go, stats.go, wait.go
 // (synchronous helpers for requester contexts).

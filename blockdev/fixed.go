@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tfsmount/tfsmount/blockdev/uring"
 	"github.com/tfsmount/tfsmount/heap"
 )
 
@@ -26,7 +27,7 @@ import (
 // heap has given back. A slab is only unmapped when none of its pages is
 // allocated, so no request in flight can refer to it.
 type fixedBuffers struct {
-	r       *ring
+	r       *uring.Ring
 	pool    *heap.PagePool
 	cancel  func()
 	updates chan slabUpdate // to the registrar; never full (see slabChanged)
@@ -44,10 +45,10 @@ type slabUpdate struct {
 	ack chan struct{}
 }
 
-func registerPool(r *ring, pool *heap.PagePool) (*fixedBuffers, error) {
-	reg := rsrcRegister{nr: uint32(pool.MaxSlabs()), flags: rsrcRegisterSparse}
-	if err := r.register(registerBuffers2, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
-		return nil, fmt.Errorf("register %d sparse buffers: %w", reg.nr, err)
+func registerPool(r *uring.Ring, pool *heap.PagePool) (*fixedBuffers, error) {
+	reg := uring.RsrcRegister{Nr: uint32(pool.MaxSlabs()), Flags: uring.RsrcRegisterSparse}
+	if err := r.Register(uring.RegisterBuffers2, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
+		return nil, fmt.Errorf("register %d sparse buffers: %w", reg.Nr, err)
 	}
 	// Between two unmaps of a slab at most one map of it is queued, and an
 	// unmap (or a settle) waits for the queue to drain: MaxSlabs+1 entries
@@ -99,8 +100,8 @@ func (fb *fixedBuffers) registrar() {
 			iov.Base = &u.mem[0]
 			iov.SetLen(len(u.mem))
 		}
-		up := rsrcUpdate2{offset: uint32(u.idx), data: uint64(uintptr(unsafe.Pointer(&iov))), nr: 1}
-		err := fb.r.register(registerBuffersUpdate, unsafe.Pointer(&up), unsafe.Sizeof(up))
+		up := uring.RsrcUpdate2{Offset: uint32(u.idx), Data: uint64(uintptr(unsafe.Pointer(&iov))), Nr: 1}
+		err := fb.r.Register(uring.RegisterBuffersUpdate, unsafe.Pointer(&up), unsafe.Sizeof(up))
 		runtime.KeepAlive(&iov)
 		if err == nil && u.mem != nil {
 			fb.mu.Lock()

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tfsmount/tfsmount/bh"
+	"github.com/tfsmount/tfsmount/blockdev/uring"
 )
 
 // TestUringSplitsAtIOVMaxAndRingSize checks the part count of requests at
@@ -56,7 +57,7 @@ func TestUringSplitsAtIOVMaxAndRingSize(t *testing.T) {
 func TestOpenAutoFallsBackToSync(t *testing.T) {
 	saved := setupRingFn
 	defer func() { setupRingFn = saved }()
-	setupRingFn = func(int) (*ring, error) { return nil, fmt.Errorf("io_uring_setup: %w", unix.EPERM) }
+	setupRingFn = func(int) (*uring.Ring, error) { return nil, fmt.Errorf("io_uring_setup: %w", unix.EPERM) }
 	q := bh.NewQueue(1)
 	defer q.Close()
 	path, data := imageOf(t, t.TempDir(), 64<<10)

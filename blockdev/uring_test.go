@@ -6,33 +6,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/tfsmount/tfsmount/bh"
 	"github.com/tfsmount/tfsmount/heap"
 )
-
-func TestUringABISizes(t *testing.T) {
-	for _, c := range []struct {
-		name      string
-		got, want uintptr
-	}{
-		{"io_uring_params", unsafe.Sizeof(uringParams{}), 120},
-		{"io_sqring_offsets", unsafe.Sizeof(sqRingOffsets{}), 40},
-		{"io_cqring_offsets", unsafe.Sizeof(cqRingOffsets{}), 40},
-		{"io_uring_sqe", unsafe.Sizeof(sqe{}), 64},
-		{"io_uring_cqe", unsafe.Sizeof(cqe{}), 16},
-		{"io_uring_rsrc_register", unsafe.Sizeof(rsrcRegister{}), 32},
-		{"io_uring_rsrc_update2", unsafe.Sizeof(rsrcUpdate2{}), 32},
-		{"sqe.user_data offset", unsafe.Offsetof(sqe{}.userData), 32},
-		{"sqe.buf_index offset", unsafe.Offsetof(sqe{}.bufIndex), 40},
-		{"params.sq_off offset", unsafe.Offsetof(uringParams{}.sqOff), 40},
-	} {
-		if c.got != c.want {
-			t.Errorf("%s: %d bytes, want %d", c.name, c.got, c.want)
-		}
-	}
-}
 
 // TestReaperHandlerAllocatesNothing runs the CQE handler's fast path (a
 // part that moved everything, the request's last part, completion posted

@@ -16,6 +16,7 @@ module=$(go list -m)
 
 declare -A rank=(
 	[heap]=10 [bh]=10 [irq]=10 # page buffers, bottom halves, interrupts
+	[blockdev/uring]=15        # the io_uring ABI and ring, shared
 	[blockdev]=20              # devices: io_uring, thread pool, memory
 	[pagecache]=30             # file data cache over a device
 	[tfs/format]=30            # the on-disk format, apart from the model
