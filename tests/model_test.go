@@ -52,8 +52,11 @@ const (
 // and checks each result against modelFS. TFS_MODEL_SEED replays a run;
 // the seed is printed on failure.
 func TestRandomOpsModel(t *testing.T) {
-	for _, opts := range []string{"io=uring", "io=sync", "io=uring,writeback_cache"} {
+	for _, opts := range []string{"io=uring", "io=sync", "io=uring,writeback_cache", "io=uring,fuse_uring=on"} {
 		t.Run(opts, func(t *testing.T) {
+			if strings.Contains(opts, "fuse_uring=on") {
+				setFuseURing(t, true)
+			}
 			seeds := []int64{time.Now().UnixNano(), time.Now().UnixNano() + 1, time.Now().UnixNano() + 2}
 			if s := os.Getenv("TFS_MODEL_SEED"); s != "" {
 				seed, _ := strconv.ParseInt(s, 10, 64)

@@ -98,8 +98,12 @@ const (
 	OpFsync      = 3
 	OpReadFixed  = 4
 	OpWriteFixed = 5
+	OpPollAdd    = 6
 	OpFallocate  = 17
 	OpURingCmd   = 46
+
+	PollAddMulti = 1 << 0 // in SQE.Len of a POLL_ADD
+	CQEFMore     = 1 << 1 // in CQE.Flags: more completions will follow
 
 	SQEFixedFile = 1 << 0
 	SQEIODrain   = 1 << 1

@@ -67,6 +67,10 @@ mount of it is refused.
                        sends it in large batches (FUSE writeback cache)
      cache_size=N      page cache budget in bytes (K, M, G suffixes; default 256M)
      io=auto|uring|sync  device I/O engine (default auto: io_uring if it works)
+     fuse_uring=auto|on|off  take FUSE requests over io_uring (default auto:
+                       where the kernel allows it, that is as root with
+                       /sys/module/fuse/parameters/enable_uring set to Y;
+                       default off, or $TFSMOUNT_FUSE_URING)
      nbd_timeout=SECONDS  how long a lost NBD connection is retried before
                        requests fail with EIO (default 60)
      partition=root|boot|OFFSET  which volume of a partitioned image

@@ -249,6 +249,8 @@ func serve(a mountArgs, ready *os.File) int {
 		Debug:      o.Debug,
 		Logger:     logger,
 		Writeback:  o.WritebackCache,
+		URing:      o.FuseURing,
+		Logf:       logf,
 	})
 	if err != nil {
 		closeVolume(st, logf)

@@ -24,6 +24,7 @@ type mountOptions struct {
 	CacheSize            int64         // pagecache budget in bytes; 0: pagecache.DefaultBudget
 	IO                   string        // auto, uring or sync
 	NBDTimeout           time.Duration // 0: blockdev.DefaultNBDTimeout
+	FuseURing            string        // auto, on or off: FUSE requests over io_uring
 	Partition            string        // root, boot or a byte offset
 	FsName               string        // "": the IMAGE argument
 	Debug                bool
@@ -58,12 +59,24 @@ func (o *mountOptions) openToAll() bool {
 // openToAllWarning is printed (and logged) for such a mount.
 const openToAllWarning = "allow_other with no_default_permissions: every user can read, change and delete every file, whatever owner and mode it shows"
 
+// fuseURingDefault is fuse_uring's value when -o does not set it: off, or
+// what TFSMOUNT_FUSE_URING says (auto, on or off), so that a whole test
+// suite can run over the other transport without changing its commands.
+func fuseURingDefault() string {
+	switch v := os.Getenv("TFSMOUNT_FUSE_URING"); v {
+	case "auto", "on", "off":
+		return v
+	}
+	return "off"
+}
+
 func defaultMountOptions() mountOptions {
 	return mountOptions{
 		UID:         uint32(os.Getuid()),
 		GID:         uint32(os.Getgid()),
 		Umask:       0o022,
 		IO:          "auto",
+		FuseURing:   fuseURingDefault(),
 		IgnoreChmod: true,
 	}
 }
@@ -127,6 +140,13 @@ func parseMountOptions(list string, o *mountOptions) error {
 				o.IO = val
 			default:
 				err = fmt.Errorf("io=%s: want auto, uring or sync", val)
+			}
+		case "fuse_uring":
+			switch val {
+			case "auto", "on", "off":
+				o.FuseURing = val
+			default:
+				err = fmt.Errorf("fuse_uring=%s: want auto, on or off", val)
 			}
 		case "nbd_timeout":
 			secs, perr := strconv.ParseFloat(val, 64)

@@ -47,6 +47,9 @@ func TestParseMountOptions(t *testing.T) {
 		{"nbd_timeout", nil, "want seconds"},
 		{"cache_size=4K", nil, "at least 1M"},
 		{"io=epoll", nil, "io=epoll"},
+		{"fuse_uring=on", func(o *mountOptions) { o.FuseURing = "on" }, ""},
+		{"fuse_uring=auto", func(o *mountOptions) { o.FuseURing = "auto" }, ""},
+		{"fuse_uring=yes", nil, "want auto, on or off"},
 		{"partition=middle", nil, "partition=middle"},
 	}
 	for _, c := range cases {

@@ -17,6 +17,11 @@ func writeStats(w io.Writer, st *mountState) {
 			blockdev.Describe(st.dev), d.Reads, humanBytes(int64(d.ReadBytes)), d.Writes, humanBytes(int64(d.WrittenBytes)),
 			d.Flushes, d.Discards, d.MeanLatency(), d.MaxLatency, d.Errors, d.Retries)
 	}
+	if st.server != nil {
+		if n, ok := st.server.URingRequests(); ok {
+			fmt.Fprintf(w, "stats: FUSE requests served over io_uring: %d\n", n)
+		}
+	}
 	if st.root != nil {
 		fmt.Fprintf(w, "stats: FUSE requests failed with unexpected errors (EIO): %d\n", fusefs.Errors(st.root))
 	}

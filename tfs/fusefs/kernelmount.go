@@ -19,6 +19,27 @@ type Server struct {
 	// ownMount is true when Mount made the kernel mount itself; then
 	// go-fuse does not know the mount point and cannot unmount it.
 	ownMount bool
+	// ring is the io_uring transport, nil when requests come through
+	// /dev/fuse only.
+	ring *fuseRing
+}
+
+// Wait returns once the file system is unmounted and every request has
+// been answered.
+func (s *Server) Wait() {
+	s.Server.Wait()
+	if s.ring != nil {
+		s.ring.stop()
+	}
+}
+
+// URingRequests is how many requests came over io_uring, and whether the
+// mount takes them that way at all.
+func (s *Server) URingRequests() (int64, bool) {
+	if s.ring == nil {
+		return 0, false
+	}
+	return s.ring.served.Load(), true
 }
 
 // Unmount unmounts the file system; Wait returns after that. A busy mount

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -49,7 +50,19 @@ type MountOptions struct {
 	// then keeps mtime and size itself and tells us with SETATTR.
 	Writeback bool
 	Logger    *log.Logger // go-fuse's diagnostics and debug lines (nil: standard logger)
+	// URing is how requests reach the daemon: "off" (or empty) reads
+	// /dev/fuse; "on" takes them over io_uring (uring.go) and fails the
+	// mount where the kernel does not allow it; "auto" takes them over
+	// io_uring where it can and otherwise reads /dev/fuse, saying why
+	// through Logf.
+	URing string
+	// Logf receives the transport's messages. Nil: discard.
+	Logf func(format string, args ...any)
 }
+
+// uringEntries is how many requests each CPU's queue can hold at once over
+// io_uring. The kernel queues the others until an entry is free.
+const uringEntries = 16
 
 // mount is the state every node of one mount shares. It is immutable after
 // NewRoot except for the statistics counters, which are atomic.
@@ -162,19 +175,38 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) 
 		opts.MountOptions.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
 		r.m.writeback = true
 	}
+	logf := mo.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	wantRing, err := wantURing(mo.URing, logf)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s on %s: %w", mo.FsName, dir, err)
+	}
+	if wantRing {
+		opts.MountOptions.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
+	}
 	srv := &Server{dir: dir}
 	where := dir
+	devFd := -1
 	if os.Geteuid() == 0 {
-		fd, err := mountKernel(dir, &opts.MountOptions)
+		devFd, err = mountKernel(dir, &opts.MountOptions)
 		if err != nil {
 			return nil, fmt.Errorf("mount %s on %s: %w", mo.FsName, dir, err)
 		}
 		// go-fuse serves an already mounted /dev/fuse descriptor given as
 		// the path /dev/fd/N (and takes ownership of it).
-		where = fmt.Sprintf("/dev/fd/%d", fd)
+		where = fmt.Sprintf("/dev/fd/%d", devFd)
 		srv.ownMount = true
 	}
-	server, err := fs.Mount(where, root, opts)
+	// What fs.Mount does, keeping the raw file system for the io_uring
+	// transport, which serves the same tree.
+	rawFS := fs.NewNodeFS(root, opts)
+	server, err := fuse.NewServer(rawFS, where, &opts.MountOptions)
+	if err == nil {
+		go server.Serve()
+		err = server.WaitMount()
+	}
 	if err != nil {
 		if srv.ownMount {
 			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
@@ -182,11 +214,70 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) 
 		return nil, fmt.Errorf("mount %s on %s: %w", mo.FsName, dir, err)
 	}
 	srv.Server = server
+	if wantRing {
+		srv.ring, err = serveURing(server, rawFS, &opts.MountOptions, devFd, logf)
+		if err != nil && mo.URing == "on" {
+			srv.Unmount()
+			server.Wait()
+			return nil, fmt.Errorf("mount %s on %s: %w", mo.FsName, dir, err)
+		}
+		if err != nil {
+			logf("tfsmount: %v; serving requests through /dev/fuse", err)
+		}
+	}
 	if srv.ownMount {
 		disablePoll(dir)
 	}
 	setReadAhead(dir, mo.MaxReadAhead>>10)
 	return srv, nil
+}
+
+// wantURing decides from the fuse_uring setting whether to offer the
+// kernel FUSE over io_uring.
+func wantURing(mode string, logf func(string, ...any)) (bool, error) {
+	switch mode {
+	case "", "off":
+		return false, nil
+	case "on", "auto":
+	default:
+		return false, fmt.Errorf("fuse_uring=%s: want on, off or auto", mode)
+	}
+	why := ""
+	switch {
+	case os.Geteuid() != 0:
+		why = "it needs the mount made by root (fusermount3 keeps /dev/fuse to itself)"
+	case !URingEnabled():
+		why = "the kernel has it turned off (" + URingParamPath + " is not Y)"
+	}
+	if why == "" {
+		return true, nil
+	}
+	if mode == "on" {
+		return false, fmt.Errorf("fuse_uring=on: FUSE over io_uring is not available: %s", why)
+	}
+	logf("tfsmount: FUSE over io_uring not used: %s", why)
+	return false, nil
+}
+
+// serveURing starts the io_uring transport once INIT is done, if the
+// kernel took the offer.
+func serveURing(server *fuse.Server, rawFS fuse.RawFileSystem, mo *fuse.MountOptions, devFd int, logf func(string, ...any)) (*fuseRing, error) {
+	ks := server.KernelSettings()
+	if ks.Flags64()&fuse.CAP_OVER_IO_URING == 0 {
+		return nil, fmt.Errorf("FUSE over io_uring not used: the kernel did not offer it in INIT")
+	}
+	ps := fuse.NewProtocolServer(rawFS, mo)
+	// The protocol server decodes requests by the settings INIT agreed
+	// on; it learns them from the same INIT the kernel sent, and its
+	// reply, identical to the one already sent, goes nowhere.
+	init := *ks
+	init.Length, init.Opcode, init.Unique = uint32(unsafe.Sizeof(init)), 26, 1 // FUSE_INIT
+	in := unsafe.Slice((*byte)(unsafe.Pointer(&init)), unsafe.Sizeof(init))
+	if _, st := ps.HandleRequest([][]byte{in}, [][]byte{make([]byte, 4096)}); !st.Ok() {
+		return nil, fmt.Errorf("FUSE over io_uring: INIT for the protocol server: %v", st)
+	}
+	payload := max(mo.MaxWrite, 1<<20) + 4096
+	return startURing(devFd, ps, uringEntries, payload, logf)
 }
 
 // Errors returns how many requests failed with EIO for an unexpected
