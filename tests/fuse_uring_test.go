@@ -56,7 +56,7 @@ func servedOverURing(t *testing.T, m *mount) int64 {
 func TestFuseURing(t *testing.T) {
 	setFuseURing(t, true)
 	m := freshMount(t, "256M", "fuse_uring=on,stats")
-	const files, size = 24, 3<<20
+	const files, size = 24, 3 << 20
 	var wg sync.WaitGroup
 	errs := make(chan error, files)
 	for i := range files {
