@@ -17,7 +17,7 @@
 #   BENCH_RUNTIME  seconds per random 4 KiB fio run (default 10)
 #   BENCH_FILES    files for the metadata test (default 100000)
 #   BENCH_CACHE    tfsmount cache_size for the memory test (default 256M)
-#   BENCH_ONLY     space-separated subset of: fio nbd qd32 meta mount rss sync tree (default all)
+#   BENCH_ONLY     space-separated subset of: fio nbd qd32 transport meta mount rss sync tree (default all)
 #   BENCH_NBD_ROUNDS  rounds of the NBD test (default 2)
 #   BENCH_BEFORE   another tfsmount binary (say, built from an earlier commit)
 #                  to measure beside this one in the sync test, rounds
@@ -41,7 +41,7 @@ SIZE=${BENCH_SIZE:-512M}
 RUNTIME=${BENCH_RUNTIME:-10}
 NFILES=${BENCH_FILES:-100000}
 CACHE=${BENCH_CACHE:-256M}
-ONLY=${BENCH_ONLY:-fio nbd qd32 meta mount rss sync tree}
+ONLY=${BENCH_ONLY:-fio nbd qd32 transport meta mount rss sync tree}
 TREE=${BENCH_TREE:-$(go env GOROOT)}
 NANOS=${BENCH_NANOS:-}
 SYNC_FILES=${BENCH_SYNC_FILES:-2000}
@@ -353,6 +353,53 @@ fio_qd32() {
 	stop_mount "$lm"
 	"$TFS" fsck "$tfsimg" >"$WORK/fsck-qd32.txt" 2>&1 || log "fsck after qd32 not clean: $(head -5 "$WORK/fsck-qd32.txt")"
 	rm -rf "$tfsimg" "$lb" "$host"
+}
+
+# ------------------------------------------------------------------ FUSE transport
+# One volume mounted with fuse_uring=off (/dev/fuse) and fuse_uring=on (FUSE
+# over io_uring), rounds interleaved: 4 KiB O_DIRECT reads of a 128 MiB
+# file that sits in tfsmount's cache (the transport's own cost), at 1 and
+# 32 in flight; the 4 KiB randrw qd32 job on a 1 GiB file (the device
+# answers); and a cold 1 MiB sequential read. Needs root and the kernel's
+# switch, which this section turns on and back off.
+URINGRES=$WORK/transport.tsv
+transport_bench() {
+	local img=$WORK/tfs-transport.img tm=$WORK/mnt-tfs param=/sys/module/fuse/parameters/enable_uring old
+	[ -w $param ] || { log "transport: no $param; skipped"; return; }
+	old=$(cat $param)
+	echo Y >$param
+	"$TFS" mkfs --size 2G "$img" >/dev/null
+	declare -A fig=()
+	for round in $(seq "${BENCH_URING_ROUNDS:-2}"); do
+		for target in off on; do
+			start_tfs "$img" "$tm" "fuse_uring=$target"
+			[ -f "$tm/small.dat" ] || fio --name=lay --filename="$tm/small.dat" --rw=write --bs=1M --size=128M --end_fsync=1 >/dev/null 2>>"$WORK/fio.err"
+			[ -f "$tm/big.dat" ] || fio --name=lay --filename="$tm/big.dat" --rw=write --bs=1M --size=1G --end_fsync=1 >/dev/null 2>>"$WORK/fio.err"
+			log "transport: round $round, fuse_uring=$target"
+			drop_caches
+			read -r v _ < <(nbd_job "$tm/big.dat" seqread --rw=read --bs=1M)
+			fig[$target.seqread.$round]=$v
+			cat "$tm/small.dat" >/dev/null # into tfsmount's cache
+			read -r v _ < <(nbd_job "$tm/small.dat" qd1 --size=128M --rw=randread --bs=4k --direct=1 --ioengine=psync --time_based --runtime="$RUNTIME")
+			fig[$target.qd1.$round]=$v
+			read -r v _ < <(nbd_job "$tm/small.dat" qd32 --size=128M --rw=randread --bs=4k --direct=1 --ioengine=io_uring --iodepth=32 --time_based --runtime="$RUNTIME")
+			fig[$target.qd32.$round]=$v
+			read -r r w < <(fio_qd32_run "$tm/big.dat" io_uring)
+			fig[$target.rw.$round]=$r
+			stop_mount "$tm"
+		done
+	done
+	echo "$old" >$param
+	"$TFS" fsck "$img" >"$WORK/fsck-transport.txt" 2>&1 || log "fsck after transport not clean: $(head -5 "$WORK/fsck-transport.txt")"
+	for m in "qd1|cached rand read 4K O_DIRECT qd1 (IOPS)" "qd32|cached rand read 4K O_DIRECT qd32 (IOPS)" \
+		"rw|randrw 4K qd32 io_uring, read (IOPS)" "seqread|seq read 1M cold (MB/s)"; do
+		local k=${m%%|*} name=${m#*|} ov=() nv=()
+		for round in $(seq "${BENCH_URING_ROUNDS:-2}"); do
+			ov+=("${fig[off.$k.$round]}") nv+=("${fig[on.$k.$round]}")
+		done
+		printf '%s\t%s\t%s\n' "$name" "$(median "${ov[@]}")" "$(median "${nv[@]}")" >>"$URINGRES"
+	done
+	rm -f "$img"
 }
 
 # ------------------------------------------------------------------ metadata
@@ -682,6 +729,7 @@ tree_work() {
 want fio && fio_matrix
 want nbd && nbd_bench
 want qd32 && fio_qd32
+want transport && transport_bench
 want meta && meta
 want mount && mount_time
 want rss && rss
@@ -751,6 +799,18 @@ for name, f, n, k in rows:
         lat = (f, n, k)
 if lat:
     print("the NBD round trip adds %.0f µs (qemu-nbd), %.0f µs (nbdkit) to each 4 KiB read at queue depth 1" % (lat[1] - lat[0], lat[2] - lat[0]))
+PY
+	fi
+	if [ -s "${URINGRES:-}" ]; then
+		echo
+		echo "FUSE transport: one volume over /dev/fuse and over io_uring (median of ${BENCH_URING_ROUNDS:-2} interleaved rounds)"
+		python3 - "$URINGRES" <<'PY'
+import sys
+print("%-42s %12s %12s %8s" % ("test", "/dev/fuse", "io_uring", "ratio"))
+for l in open(sys.argv[1]):
+    name, o, n = l.rstrip("\n").split("\t")
+    o, n = float(o), float(n)
+    print("%-42s %12.1f %12.1f %8s" % (name, o, n, "%.2f" % (n / o) if o else "-"))
 PY
 	fi
 	if [ -s "${TREERES:-}" ]; then

@@ -281,9 +281,9 @@ func (t *fuseRing) reap(started chan<- error) {
 		t.sleeping = false
 		t.mu.Unlock()
 		// Every request but the last of this batch goes to a goroutine of
-		// its own; the last is served here, which saves a hand-off and a
-		// wake-up when requests come one at a time (a request the
-		// device must answer then holds the next ones back for that
+		// its own; the last is served here if it is quick, which saves a
+		// hand-off and a wake-up when requests come one at a time (one
+		// the device must answer then holds the next ones back for that
 		// long, which is why the others are not served here too).
 		last := -1
 		for t.r.CQReady() {
@@ -311,9 +311,27 @@ func (t *fuseRing) reap(started chan<- error) {
 		}
 		if last >= 0 {
 			t.live.Add(1)
-			t.serve(last, true)
+			if quickOp(t.entries[last].hdr) {
+				t.serve(last, true)
+			} else {
+				go t.serve(last, false)
+			}
 		}
 	}
+}
+
+// quickOp reports whether the request whose header is hdr only reads:
+// it waits at most for a device read, never for a log write, a write-back
+// or memory, so the reaper may serve it itself. An fsync served there
+// would hold every other request of the mount back for seconds.
+func quickOp(hdr []byte) bool {
+	switch binary.LittleEndian.Uint32(hdr[4:]) { // fuse_in_header.opcode
+	case 1, 3, 5, 15, 17, 22, 23, 27, 28, 29, 34, 44, 46:
+		// LOOKUP GETATTR READLINK READ STATFS GETXATTR LISTXATTR OPENDIR
+		// READDIR RELEASEDIR ACCESS READDIRPLUS LSEEK
+		return true
+	}
+	return false
 }
 
 // serve answers the request in entry i and queues the commit of the reply,
