@@ -154,8 +154,20 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 	if err != nil && k == 0 {
 		return nil, n.m.toErrno("read", err)
 	}
-	return fuse.ReadResultData(dest[:k]), 0
+	return readInPlace(dest[:k]), 0
 }
+
+// readInPlace is data read into the buffer go-fuse gave for it. Unlike
+// fuse.ReadResultData it offers only Bytes, so that over io_uring, where
+// that buffer is the ring entry's payload, go-fuse sees the data already
+// in place and does not copy it onto itself (1 MiB per sequential read:
+// cold sequential reads over the ring were at 0.85x of /dev/fuse with
+// the copy).
+type readInPlace []byte
+
+func (r readInPlace) Bytes([]byte) ([]byte, fuse.Status) { return r, fuse.OK }
+func (r readInPlace) Size() int                          { return len(r) }
+func (r readInPlace) Done()                              {}
 
 var _ = (fs.NodeWriter)((*node)(nil))
 
