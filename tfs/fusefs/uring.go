@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -181,15 +182,21 @@ func possibleCPUs() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("fuse io_uring: %w", err)
 	}
-	last := 0
-	for _, part := range strings.Split(strings.TrimSpace(string(b)), ",") {
+	return cpuCount(string(b))
+}
+
+// cpuCount is one more than the highest CPU in a kernel CPU list such as
+// "0-3,8,10-11".
+func cpuCount(list string) (int, error) {
+	last := -1
+	for _, part := range strings.Split(strings.TrimSpace(list), ",") {
 		_, hi, found := strings.Cut(part, "-")
 		if !found {
 			hi = part
 		}
-		var v int
-		if _, err := fmt.Sscan(hi, &v); err != nil {
-			return 0, fmt.Errorf("fuse io_uring: possible CPUs %q: %w", b, err)
+		v, err := strconv.Atoi(hi)
+		if err != nil || v < 0 {
+			return 0, fmt.Errorf("fuse io_uring: CPU list %q: bad part %q", list, part)
 		}
 		last = max(last, v)
 	}
