@@ -128,3 +128,32 @@ func setReadAhead(dir string, kb int) {
 	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
 	_ = os.WriteFile(p, []byte(fmt.Sprintf("%d\n", kb)), 0o644)
 }
+
+// abortConnection ends the FUSE connection of the mount at dir through the
+// fuse control file system (mounted here if it is not yet): every request
+// waiting for the daemon fails at once. The connection is named by the
+// mount's device number, read from /proc/self/mountinfo: a stat of the
+// mount itself could wait for the daemon.
+func abortConnection(dir string) {
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	minor := ""
+	for _, line := range strings.Split(string(info), "\n") {
+		// ID PARENT MAJOR:MINOR ROOT MOUNTPOINT ...; the last one wins.
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir {
+			_, minor, _ = strings.Cut(f[2], ":")
+		}
+	}
+	if minor == "" {
+		return
+	}
+	const ctl = "/sys/fs/fuse/connections"
+	abort := ctl + "/" + minor + "/abort"
+	if _, err := os.Stat(abort); err != nil {
+		_ = unix.Mount("fusectl", ctl, "fusectl", 0, "")
+	}
+	_ = os.WriteFile(abort, []byte("1"), 0o200)
+}

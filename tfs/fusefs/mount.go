@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -59,6 +60,10 @@ type MountOptions struct {
 	// Logf receives the transport's messages. Nil: discard.
 	Logf func(format string, args ...any)
 }
+
+// uringPayloadForTest, when set, replaces the payload size of ring entries:
+// one the kernel refuses makes registering fail.
+var uringPayloadForTest int
 
 // uringEntries is how many requests each CPU's queue can hold at once over
 // io_uring. The kernel queues the others until an entry is free.
@@ -216,6 +221,15 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) 
 	srv.Server = server
 	if wantRing {
 		srv.ring, err = serveURing(server, rawFS, &opts.MountOptions, devFd, logf)
+		if errors.Is(err, errRegister) {
+			// Requests may already be waiting for the ring, so an
+			// unmount, whose last request would wait too, could hang:
+			// end the connection first.
+			abortConnection(dir)
+			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+			server.Wait()
+			return nil, fmt.Errorf("mount %s on %s: %w (mount with fuse_uring=off)", mo.FsName, dir, err)
+		}
 		if err != nil && mo.URing == "on" {
 			srv.Unmount()
 			server.Wait()
@@ -277,6 +291,9 @@ func serveURing(server *fuse.Server, rawFS fuse.RawFileSystem, mo *fuse.MountOpt
 		return nil, fmt.Errorf("FUSE over io_uring: INIT for the protocol server: %v", st)
 	}
 	payload := max(mo.MaxWrite, 1<<20) + 4096
+	if uringPayloadForTest > 0 {
+		payload = uringPayloadForTest
+	}
 	return startURing(devFd, ps, uringEntries, payload, logf)
 }
 

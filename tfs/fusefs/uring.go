@@ -43,6 +43,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -110,8 +111,9 @@ type fuseRing struct {
 
 	served atomic.Int64 // requests answered, for statistics
 
-	live sync.WaitGroup // request goroutines
-	done chan struct{}  // closed when the reaper has ended
+	stopOnce sync.Once
+	live     sync.WaitGroup // request goroutines
+	done     chan struct{}  // closed when the reaper has ended
 }
 
 // commit is a reply ready in entry idx, for the request commitID.
@@ -119,6 +121,10 @@ type commit struct {
 	idx      int
 	commitID uint64
 }
+
+// errRegister marks a failure after registering began: the mount can then
+// neither use the ring nor safely fall back to /dev/fuse.
+var errRegister = errors.New("registering ring entries failed")
 
 // pollUserData marks the completions of the reaper's eventfd poll.
 const pollUserData = ^uint64(0)
@@ -146,10 +152,23 @@ func startURing(devFd int, ps *fuse.ProtocolServer, perQueue, payloadSize int, l
 		unix.Munmap(mem)
 		return nil, fmt.Errorf("fuse io_uring: eventfd: %w", err)
 	}
-	r, err := uring.Setup(n+1, 2*n+2, uring.Attempt{Flags: uring.SetupSQE128 | uring.SetupClamp, Name: "SQE128|CLAMP"})
+	// A descriptor of the ring's own: go-fuse closes its /dev/fuse
+	// descriptor when its loop ends, while the reaper may still commit.
+	devFd, err = unix.FcntlInt(uintptr(devFd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		unix.Munmap(mem)
 		unix.Close(efd)
+		return nil, fmt.Errorf("fuse io_uring: dup /dev/fuse: %w", err)
+	}
+	r, err := uring.Setup(n+1, 2*n+2, uring.Attempt{Flags: uring.SetupSQE128 | uring.SetupClamp, Name: "SQE128|CLAMP"})
+	if err == nil && int(r.Params.SQEntries) < n+1 {
+		r.Close()
+		err = fmt.Errorf("the ring holds %d SQEs, %d needed", r.Params.SQEntries, n+1)
+	}
+	if err != nil {
+		unix.Munmap(mem)
+		unix.Close(efd)
+		unix.Close(devFd)
 		return nil, fmt.Errorf("fuse io_uring: %w", err)
 	}
 	t := &fuseRing{r: r, devFd: devFd, ps: ps, mem: mem, efd: efd, entries: make([]ringEntry, n), logf: logf, done: make(chan struct{})}
@@ -168,6 +187,9 @@ func startURing(devFd int, ps *fuse.ProtocolServer, perQueue, payloadSize int, l
 	go t.reap(started)
 	if err := <-started; err != nil {
 		<-t.done
+		// Entries the kernel took may still be written into while it
+		// cancels them: leave their buffers mapped.
+		t.mem = nil
 		t.close()
 		return nil, err
 	}
@@ -185,22 +207,23 @@ func possibleCPUs() (int, error) {
 	return cpuCount(string(b))
 }
 
-// cpuCount is one more than the highest CPU in a kernel CPU list such as
-// "0-3,8,10-11".
+// cpuCount is the number of CPUs in a kernel CPU list such as
+// "0-3,8,10-11": the kernel makes one queue for each possible CPU.
 func cpuCount(list string) (int, error) {
-	last := -1
+	n := 0
 	for _, part := range strings.Split(strings.TrimSpace(list), ",") {
-		_, hi, found := strings.Cut(part, "-")
+		lo, hi, found := strings.Cut(part, "-")
 		if !found {
-			hi = part
+			hi = lo
 		}
-		v, err := strconv.Atoi(hi)
-		if err != nil || v < 0 {
+		a, err1 := strconv.Atoi(lo)
+		b, err2 := strconv.Atoi(hi)
+		if err1 != nil || err2 != nil || a < 0 || b < a {
 			return 0, fmt.Errorf("fuse io_uring: CPU list %q: bad part %q", list, part)
 		}
-		last = max(last, v)
+		n += b - a + 1
 	}
-	return last + 1, nil
+	return n, nil
 }
 
 // queueCmd fills an SQE for entry i. Reaper only.
@@ -250,13 +273,16 @@ func (t *fuseRing) reap(started chan<- error) {
 		}
 	}
 	if err != nil {
-		started <- fmt.Errorf("fuse io_uring: %w", err)
+		// Some entries may have been taken, and the kernel may already
+		// send requests over the ring: the mount cannot fall back.
+		started <- fmt.Errorf("fuse io_uring: %w: %w", errRegister, err)
 		return
 	}
 	started <- nil
 	t.logf("tfsmount: FUSE requests come over io_uring (%d entries)", len(t.entries))
 	out := len(t.entries)
 	var efdBuf [8]byte
+	enterFailed := false
 	for out > 0 {
 		t.mu.Lock()
 		for _, c := range t.commits {
@@ -280,8 +306,13 @@ func (t *fuseRing) reap(started chan<- error) {
 			}
 			_, err := t.r.Enter(n, wait, flags)
 			if err != nil && err != unix.EINTR && err != unix.EAGAIN && err != unix.EBUSY {
-				t.logf("tfsmount: fuse io_uring: %v", err)
-				return
+				// Leaving would cancel every entry and hang the mount
+				// (see "Threads"): say so once and keep trying.
+				if !enterFailed {
+					t.logf("tfsmount: fuse io_uring: %v; retrying", err)
+					enterFailed = true
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 		}
 		t.mu.Lock()
@@ -294,9 +325,9 @@ func (t *fuseRing) reap(started chan<- error) {
 		// long, which is why the others are not served here too).
 		last := -1
 		for t.r.CQReady() {
-			head := *t.r.CQHead
+			head := atomic.LoadUint32(t.r.CQHead)
 			c := t.r.CQEs[head&t.r.CQMask]
-			*t.r.CQHead = head + 1
+			atomic.StoreUint32(t.r.CQHead, head+1)
 			switch {
 			case c.UserData == pollUserData:
 				unix.Read(t.efd, efdBuf[:]) // back to zero; nothing to read is fine
@@ -305,7 +336,7 @@ func (t *fuseRing) reap(started chan<- error) {
 				}
 			case c.Res < 0:
 				out--
-				if c.Res != -int32(syscall.ENOTCONN) && c.Res != -int32(syscall.ECANCELED) {
+				if c.Res != -int32(syscall.ENOTCONN) && c.Res != -int32(syscall.ECANCELED) && c.Res != -int32(syscall.ECONNABORTED) {
 					t.logf("tfsmount: fuse io_uring: entry %d: %v", c.UserData, syscall.Errno(-c.Res))
 				}
 			default:
@@ -400,21 +431,39 @@ func (t *fuseRing) wake() {
 	}
 }
 
-// stop ends the reaper and releases the ring, once the connection is gone
-// (after go-fuse's /dev/fuse loop returned): entries still registered are
-// cancelled by closing the ring.
+// stop releases the ring once the connection is gone (after go-fuse's
+// /dev/fuse loop returned). The kernel then gives every entry back, and
+// the reaper ends when it has them all; only then is it safe to unmap the
+// buffers, which the kernel writes into until then. If that takes longer
+// than stopTimeout, the reaper is told to end and the buffers are left
+// mapped. Calls after the first do nothing.
 func (t *fuseRing) stop() {
-	t.mu.Lock()
-	t.stopping = true
-	t.mu.Unlock()
-	t.wake()
-	<-t.done
-	t.live.Wait()
-	t.close()
+	t.stopOnce.Do(func() {
+		select {
+		case <-t.done:
+		case <-time.After(stopTimeout):
+			t.logf("tfsmount: fuse io_uring: entries not given back after %v; leaving their buffers mapped", stopTimeout)
+			t.mu.Lock()
+			t.stopping = true
+			t.mu.Unlock()
+			t.wake()
+			<-t.done
+			t.mem = nil
+		}
+		t.live.Wait()
+		t.close()
+	})
 }
 
+// stopTimeout bounds how long stop waits for the kernel to give the
+// entries back.
+const stopTimeout = 5 * time.Second
+
 func (t *fuseRing) close() {
-	err := errors.Join(t.r.Close(), unix.Munmap(t.mem), unix.Close(t.efd))
+	err := errors.Join(t.r.Close(), unix.Close(t.efd), unix.Close(t.devFd))
+	if t.mem != nil {
+		err = errors.Join(err, unix.Munmap(t.mem))
+	}
 	if err != nil {
 		t.logf("tfsmount: fuse io_uring: close: %v", err)
 	}
