@@ -23,14 +23,16 @@ package fusefs
 // is submitted by one thread that does nothing else: the reaper, a
 // goroutine locked to its OS thread (no other goroutine runs there). It
 // waits for completions (a request arriving, an entry the kernel gave back
-// at teardown, or the wake-up below) and starts a goroutine per request,
-// as go-fuse does for /dev/fuse reads, since a request may wait for the
-// device. That goroutine writes the reply into the entry's buffers and
-// queues the commit; the reaper submits it with its next wait, and a
-// sleeping reaper is woken through an eventfd it polls on the ring. Each
-// entry is owned by one side at a time: the kernel from its REGISTER or
-// COMMIT_AND_FETCH until its CQE, then the request goroutine until it
-// queues the commit, then the reaper.
+// at teardown, or the wake-up below). It serves the last request of each
+// batch itself when that request only reads (quickOp), and starts a
+// goroutine for every other one, as go-fuse does for /dev/fuse reads,
+// since a request may wait for the device or the log. That goroutine
+// writes the reply into the entry's buffers and queues the commit; the
+// reaper submits it with its next wait, and a sleeping reaper is woken
+// through an eventfd it polls on the ring. Each entry is owned by one side
+// at a time: the kernel from its REGISTER or COMMIT_AND_FETCH until its
+// CQE, then the request's goroutine (or the reaper serving it) until the
+// commit is queued, then the reaper.
 
 import (
 	"encoding/binary"
