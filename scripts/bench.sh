@@ -241,7 +241,7 @@ fio_matrix() {
 # O_DIRECT 1 MiB sequential and 4 KiB random I/O at 32 in flight, and
 # 4 KiB random reads at 1.
 NBDRES=$WORK/nbd.tsv
-nbd_job() { # FILE NAME FIO-OPTIONS... -> MB/s (seq) or IOPS (rand), and mean latency µs
+fio_figure() { # FILE NAME FIO-OPTIONS... -> MB/s (seq) or IOPS (rand), and mean latency µs
 	local f=$1 name=$2
 	shift 2
 	fio --name="$name" --filename="$f" --size=1G "$@" --output-format=json >"$WORK/fio.json" 2>>"$WORK/fio.err" ||
@@ -280,22 +280,22 @@ nbd_bench() {
 			log "nbd: round $round, $target"
 			start_tfs "$src" "$tm"
 			sync
-			read -r v l < <(nbd_job "$tm/nbd.dat" seqwrite --rw=write --bs=1M --end_fsync=1)
+			read -r v l < <(fio_figure "$tm/nbd.dat" seqwrite --rw=write --bs=1M --end_fsync=1)
 			fig[$target.seqwrite.$round]=$v
 			stop_mount "$tm"
 			drop_caches
 			start_tfs "$src" "$tm"
-			read -r v l < <(nbd_job "$tm/nbd.dat" seqread --rw=read --bs=1M)
+			read -r v l < <(fio_figure "$tm/nbd.dat" seqread --rw=read --bs=1M)
 			fig[$target.seqread.$round]=$v
-			read -r v l < <(nbd_job "$tm/nbd.dat" seqread32 --rw=read --bs=1M --direct=1 --ioengine=io_uring --iodepth=32)
+			read -r v l < <(fio_figure "$tm/nbd.dat" seqread32 --rw=read --bs=1M --direct=1 --ioengine=io_uring --iodepth=32)
 			fig[$target.seqread32.$round]=$v
-			read -r v l < <(nbd_job "$tm/nbd.dat" seqwrite32 --rw=write --bs=1M --direct=1 --ioengine=io_uring --iodepth=32 --end_fsync=1)
+			read -r v l < <(fio_figure "$tm/nbd.dat" seqwrite32 --rw=write --bs=1M --direct=1 --ioengine=io_uring --iodepth=32 --end_fsync=1)
 			fig[$target.seqwrite32.$round]=$v
-			read -r v l < <(nbd_job "$tm/nbd.dat" qd1 --rw=randread --bs=4k --direct=1 --ioengine=psync --time_based --runtime="$RUNTIME")
+			read -r v l < <(fio_figure "$tm/nbd.dat" qd1 --rw=randread --bs=4k --direct=1 --ioengine=psync --time_based --runtime="$RUNTIME")
 			fig[$target.qd1.$round]=$v fig[$target.qd1lat.$round]=$l
-			read -r v l < <(nbd_job "$tm/nbd.dat" qd32 --rw=randread --bs=4k --direct=1 --ioengine=io_uring --iodepth=32 --time_based --runtime="$RUNTIME")
+			read -r v l < <(fio_figure "$tm/nbd.dat" qd32 --rw=randread --bs=4k --direct=1 --ioengine=io_uring --iodepth=32 --time_based --runtime="$RUNTIME")
 			fig[$target.qd32.$round]=$v
-			read -r v l < <(nbd_job "$tm/nbd.dat" qd32w --rw=randwrite --bs=4k --direct=1 --ioengine=io_uring --iodepth=32 --time_based --runtime="$RUNTIME" --end_fsync=1)
+			read -r v l < <(fio_figure "$tm/nbd.dat" qd32w --rw=randwrite --bs=4k --direct=1 --ioengine=io_uring --iodepth=32 --time_based --runtime="$RUNTIME" --end_fsync=1)
 			fig[$target.qd32w.$round]=$v
 			rm -f "$tm/nbd.dat" # the next target writes a new file too
 			stop_mount "$tm"
@@ -377,12 +377,12 @@ transport_bench() {
 			[ -f "$tm/big.dat" ] || fio --name=lay --filename="$tm/big.dat" --rw=write --bs=1M --size=1G --end_fsync=1 >/dev/null 2>>"$WORK/fio.err"
 			log "transport: round $round, fuse_uring=$target"
 			drop_caches
-			read -r v _ < <(nbd_job "$tm/big.dat" seqread --rw=read --bs=1M)
+			read -r v _ < <(fio_figure "$tm/big.dat" seqread --rw=read --bs=1M)
 			fig[$target.seqread.$round]=$v
 			cat "$tm/small.dat" >/dev/null # into tfsmount's cache
-			read -r v _ < <(nbd_job "$tm/small.dat" qd1 --size=128M --rw=randread --bs=4k --direct=1 --ioengine=psync --time_based --runtime="$RUNTIME")
+			read -r v _ < <(fio_figure "$tm/small.dat" qd1 --size=128M --rw=randread --bs=4k --direct=1 --ioengine=psync --time_based --runtime="$RUNTIME")
 			fig[$target.qd1.$round]=$v
-			read -r v _ < <(nbd_job "$tm/small.dat" qd32 --size=128M --rw=randread --bs=4k --direct=1 --ioengine=io_uring --iodepth=32 --time_based --runtime="$RUNTIME")
+			read -r v _ < <(fio_figure "$tm/small.dat" qd32 --size=128M --rw=randread --bs=4k --direct=1 --ioengine=io_uring --iodepth=32 --time_based --runtime="$RUNTIME")
 			fig[$target.qd32.$round]=$v
 			read -r r w < <(fio_qd32_run "$tm/big.dat" io_uring)
 			fig[$target.rw.$round]=$r

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -63,11 +64,21 @@ const openToAllWarning = "allow_other with no_default_permissions: every user ca
 // what TFSMOUNT_FUSE_URING says (auto, on or off), so that a whole test
 // suite can run over the other transport without changing its commands.
 func fuseURingDefault() string {
-	switch v := os.Getenv("TFSMOUNT_FUSE_URING"); v {
-	case "auto", "on", "off":
+	if v := os.Getenv("TFSMOUNT_FUSE_URING"); slices.Contains(fuseURingValues, v) {
 		return v
 	}
 	return "off"
+}
+
+var fuseURingValues = []string{"auto", "on", "off"}
+
+// oneOf checks that the value of option key is one of choices; if it is
+// not, it keeps old and says what is wanted.
+func oneOf(key, val, old string, choices ...string) (string, error) {
+	if slices.Contains(choices, val) {
+		return val, nil
+	}
+	return old, fmt.Errorf("%s=%s: want %s or %s", key, val, strings.Join(choices[:len(choices)-1], ", "), choices[len(choices)-1])
 }
 
 func defaultMountOptions() mountOptions {
@@ -135,19 +146,9 @@ func parseMountOptions(list string, o *mountOptions) error {
 				err = fmt.Errorf("cache_size=%s: want a size of at least 1M (bytes, or with K, M, G suffix)", val)
 			}
 		case "io":
-			switch val {
-			case "auto", "uring", "sync":
-				o.IO = val
-			default:
-				err = fmt.Errorf("io=%s: want auto, uring or sync", val)
-			}
+			o.IO, err = oneOf(key, val, o.IO, "auto", "uring", "sync")
 		case "fuse_uring":
-			switch val {
-			case "auto", "on", "off":
-				o.FuseURing = val
-			default:
-				err = fmt.Errorf("fuse_uring=%s: want auto, on or off", val)
-			}
+			o.FuseURing, err = oneOf(key, val, o.FuseURing, fuseURingValues...)
 		case "nbd_timeout":
 			secs, perr := strconv.ParseFloat(val, 64)
 			if perr != nil || !hasVal || secs <= 0 || secs > 86400 {
