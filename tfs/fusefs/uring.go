@@ -291,22 +291,19 @@ func (t *fuseRing) reap(started chan<- error) {
 			t.queueCmd(c.idx, fuseURingCmdCommitAndFetch, c.commitID)
 		}
 		t.commits = t.commits[:0]
-		stopping := t.stopping
-		wait := uint32(0)
-		if !t.r.CQReady() && !stopping {
-			wait = 1
-			t.sleeping = true
-		}
-		t.mu.Unlock()
-		if stopping {
+		if t.stopping {
+			t.mu.Unlock()
 			return
 		}
-		if n := t.r.Unsubmitted(); n > 0 || wait > 0 {
-			flags := uint32(0)
-			if wait > 0 {
-				flags = uring.EnterGetEvents
+		wait := !t.r.CQReady()
+		t.sleeping = wait
+		t.mu.Unlock()
+		if n := t.r.Unsubmitted(); n > 0 || wait {
+			var minComplete, flags uint32
+			if wait {
+				minComplete, flags = 1, uring.EnterGetEvents
 			}
-			_, err := t.r.Enter(n, wait, flags)
+			_, err := t.r.Enter(n, minComplete, flags)
 			if err != nil && err != unix.EINTR && err != unix.EAGAIN && err != unix.EBUSY {
 				// Leaving would cancel every entry and hang the mount
 				// (see "Threads"): say so once and keep trying.
@@ -344,7 +341,7 @@ func (t *fuseRing) reap(started chan<- error) {
 			default:
 				if last >= 0 {
 					t.live.Add(1)
-					go t.serve(last, false)
+					go t.serve(last)
 				}
 				last = int(c.UserData)
 			}
@@ -352,9 +349,9 @@ func (t *fuseRing) reap(started chan<- error) {
 		if last >= 0 {
 			t.live.Add(1)
 			if quickOp(t.entries[last].hdr) {
-				t.serve(last, true)
+				t.serve(last)
 			} else {
-				go t.serve(last, false)
+				go t.serve(last)
 			}
 		}
 	}
@@ -385,9 +382,9 @@ func quickOp(hdr []byte) bool {
 const quickReadMax = 64 << 10
 
 // serve answers the request in entry i and queues the commit of the reply,
-// which also fetches the entry's next request. onReaper: called by the
-// reaper itself, which needs no wake-up.
-func (t *fuseRing) serve(i int, onReaper bool) {
+// which also fetches the entry's next request. The reaper serving one
+// itself is awake, so it is not woken.
+func (t *fuseRing) serve(i int) {
 	defer t.live.Done()
 	e := &t.entries[i]
 	ent := e.hdr[uringEntOff:]
@@ -418,7 +415,7 @@ func (t *fuseRing) serve(i int, onReaper bool) {
 	t.served.Add(1)
 	t.mu.Lock()
 	t.commits = append(t.commits, commit{i, commitID})
-	wake := t.sleeping && !onReaper
+	wake := t.sleeping
 	t.sleeping = false
 	t.mu.Unlock()
 	if wake {
